@@ -1,0 +1,80 @@
+"""The ground-truth region of one sample-table row, as a boolean mask at the image's size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from anomalib_ncd.data.image_io import read_image_size, read_mask_file
+
+Box = tuple[int, int, int, int]
+
+
+def boxes_to_mask(boxes: Iterable[Sequence[int]], shape: tuple[int, int]) -> np.ndarray:
+    """Rasterise boxes ``(x0, y0, x1, y1)`` (inclusive start, exclusive end) into a mask.
+
+    Boxes are clipped to the image; a box that is empty after clipping adds nothing.
+
+    Args:
+        boxes: boxes in pixel coordinates.
+        shape: ``(height, width)`` of the mask.
+
+    Returns:
+        A ``bool`` array of ``shape``, True inside any box.
+    """
+    height, width = shape
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        left, right = max(int(x0), 0), min(int(x1), width)
+        top, bottom = max(int(y0), 0), min(int(y1), height)
+        if right > left and bottom > top:
+            mask[top:bottom, left:right] = True
+    return mask
+
+
+def has_value(value: object) -> bool:
+    """Tell whether a table cell holds something (not ``None``/NaN, not an empty string or list).
+
+    Args:
+        value: a cell of a sample table.
+
+    Returns:
+        True when the cell is set.
+    """
+    if value is None:
+        return False
+    if isinstance(value, str | list | tuple):
+        return len(value) > 0
+    return not bool(pd.isna(value))
+
+
+def read_row_mask(row: Mapping[str, Any] | pd.Series, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Return the ground-truth region of a sample-table row as a boolean mask.
+
+    The mask comes from ``mask_path`` (foreground > 127, resized with nearest-neighbour if its size
+    differs from the image) or, when there is no mask file, from the ``boxes``. A row with neither
+    (normal images, unannotated defects) gives an all-False mask.
+
+    Args:
+        row: a row of a sample table (needs ``image_path``, ``mask_path``, ``boxes``).
+        shape: ``(height, width)`` of the image; read from the image header when omitted.
+
+    Returns:
+        A ``bool`` array of the image's size.
+
+    Raises:
+        FileNotFoundError: if the image (when ``shape`` is omitted) or the mask file is missing.
+        ValueError: if one of them cannot be decoded.
+    """
+    if shape is None:
+        shape = read_image_size(row["image_path"])
+    mask_path = row.get("mask_path")
+    if has_value(mask_path):
+        return read_mask_file(mask_path, shape)
+    boxes = row.get("boxes")
+    if has_value(boxes):
+        return boxes_to_mask(boxes, shape)
+    return np.zeros(shape, dtype=bool)

@@ -1,0 +1,178 @@
+"""Lightning callbacks that capture the raw float anomaly maps of any anomalib model.
+
+anomalib's post-processor rescales maps to ``[0, 1]`` around its threshold and clips them, and
+``anomalib predict`` writes only visualisations. Class discovery needs the raw maps (MEBin looks at
+their whole range), so these callbacks take them at ``on_predict_batch_end`` / ``on_test_batch_end``.
+Trainer callbacks run before the callbacks a model brings (its post-processor among them), so the
+maps seen here are the model's raw output.
+
+Use with the Python API (``Engine(callbacks=[AnomalyMapExporter("maps")])``) or with anomalib's
+CLI (``anomalib predict ... --trainer.callbacks+=anomalib_ncd.maps.AnomalyMapExporter
+--trainer.callbacks.output_dir=maps``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from anomalib_ncd.io import atomic_write_path, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "index.csv"
+INDEX_COLUMNS = ("map_file", "image_path", "image_height", "image_width", "pred_score", "gt_label")
+
+
+def _as_list(value: Any, size: int) -> list:  # noqa: ANN401 - batch fields are tensors, lists or None
+    """Per-sample values of a batch field, ``None`` entries when the field is absent."""
+    if value is None:
+        return [None] * size
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().reshape(size, -1)[:, 0].tolist() if value.numel() >= size else [None] * size
+    return list(value)
+
+
+class AnomalyMapCollector(Callback):
+    """Collect the raw anomaly maps, image paths and scores of every predicted (or tested) batch.
+
+    Attributes:
+        records: one dict per image with ``anomaly_map`` (float32 ``(h, w)``), ``image_path``,
+            ``pred_score`` and ``gt_label`` (``None`` when unknown).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[dict[str, Any]] = []
+
+    def _take(self, outputs: Any) -> None:  # noqa: ANN401 - anomalib batch of any flavour
+        anomaly_maps = getattr(outputs, "anomaly_map", None)
+        if anomaly_maps is None:
+            msg = "the model's predictions carry no anomaly_map; use a model that localises anomalies"
+            raise ValueError(msg)
+        maps = anomaly_maps.detach().float().cpu().numpy()
+        if maps.ndim == 4:
+            maps = maps[:, 0]
+        size = maps.shape[0]
+        paths = _as_list(getattr(outputs, "image_path", None), size)
+        scores = _as_list(getattr(outputs, "pred_score", None), size)
+        labels = _as_list(getattr(outputs, "gt_label", None), size)
+        for index in range(size):
+            self.records.append(
+                {
+                    "anomaly_map": np.ascontiguousarray(maps[index], dtype=np.float32),
+                    "image_path": str(paths[index]) if paths[index] is not None else None,
+                    "pred_score": scores[index],
+                    "gt_label": labels[index],
+                },
+            )
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start a fresh collection for each prediction run."""
+        del trainer, pl_module
+        self.records = []
+
+    on_test_start = on_predict_start
+
+    def on_predict_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,  # noqa: ANN401
+        batch: Any,  # noqa: ANN401
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Take the raw maps of a predicted batch."""
+        del trainer, pl_module, batch, batch_idx, dataloader_idx
+        self._take(outputs)
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,  # noqa: ANN401
+        batch: Any,  # noqa: ANN401
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Take the raw maps of a tested batch."""
+        del trainer, pl_module, batch, batch_idx, dataloader_idx
+        self._take(outputs)
+
+
+class AnomalyMapExporter(AnomalyMapCollector):
+    """Write the raw float anomaly maps as ``.npy`` files with an ``index.csv``.
+
+    Each map is written atomically as it arrives; the index is written (atomically) at the end of
+    the run and lists ``map_file`` (relative to ``output_dir``), ``image_path``, the image size,
+    ``pred_score`` and ``gt_label``. :func:`anomalib_ncd.maps.load_map_folder` reads it back.
+
+    Args:
+        output_dir: folder for the maps and the index.
+        keep_in_memory: also keep the maps in :attr:`records` (off by default to save memory).
+    """
+
+    def __init__(self, output_dir: str | Path = "anomaly_maps", keep_in_memory: bool = False) -> None:
+        super().__init__()
+        self.output_dir = Path(output_dir)
+        self.keep_in_memory = keep_in_memory
+        self._rows: list[dict[str, Any]] = []
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start a fresh index for each run."""
+        super().on_predict_start(trainer, pl_module)
+        self._rows = []
+
+    on_test_start = on_predict_start
+
+    def _take(self, outputs: Any) -> None:  # noqa: ANN401
+        first = len(self.records)
+        super()._take(outputs)
+        maps_dir = self.output_dir / "maps"
+        maps_dir.mkdir(parents=True, exist_ok=True)
+        for record in self.records[first:]:
+            number = len(self._rows)
+            stem = Path(record["image_path"]).stem if record["image_path"] else "image"
+            relative = Path("maps") / f"{number:06d}_{stem}.npy"
+            with atomic_write_path(self.output_dir / relative) as tmp, tmp.open("wb") as handle:
+                np.save(handle, record["anomaly_map"])
+            height = width = None
+            if record["image_path"] and Path(record["image_path"]).is_file():
+                from anomalib_ncd.maps.map_set import image_size  # noqa: PLC0415 - avoids a cycle
+
+                height, width = image_size(record["image_path"])
+            self._rows.append(
+                {
+                    "map_file": relative.as_posix(),
+                    "image_path": record["image_path"],
+                    "image_height": height,
+                    "image_width": width,
+                    "pred_score": record["pred_score"],
+                    "gt_label": record["gt_label"],
+                },
+            )
+        if not self.keep_in_memory:
+            for record in self.records[first:]:
+                record["anomaly_map"] = None
+
+    def _write_index(self) -> None:
+        table = pd.DataFrame(self._rows, columns=list(INDEX_COLUMNS))
+        atomic_write_text(self.output_dir / INDEX_FILE, table.to_csv(index=False))
+        logger.info("Wrote %d raw anomaly maps to %s", len(table), self.output_dir)
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Write the index of the maps of this run."""
+        del trainer, pl_module
+        self._write_index()
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Write the index of the maps of this run."""
+        del trainer, pl_module
+        self._write_index()

@@ -1,0 +1,504 @@
+# Copyright (C) 2025 anomalib-ncd developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""MEBin (Main Element Binarization) as an exact, fast, set-level estimator.
+
+MEBin (AnomalyNCD, CVPR 2025) binarises every anomaly map of a set with its own
+threshold. The threshold is searched inside a range shared by the whole set:
+
+1. ``max_th`` is the largest per-image peak score of the set and ``min_th`` the
+   smallest one (so the set must contain normal images, see ``lower_bound``).
+2. Each map is normalised to ``0 .. 255``: ``0`` where ``a < min_th``, otherwise
+   ``(a - min_th) / (max_th - min_th) * 255``, computed in ``float64``.
+3. For each threshold ``t`` of ``range(255, 0, -step)`` (64 values by default) the
+   normalised map is binarised with ``> t``, eroded once with a ``kernel_size``
+   square of ones (OpenCV semantics: default anchor at ``kernel_size // 2``, the
+   image border does not erode) and its 8-connected components are counted.
+4. A stable interval is a run of at least ``min_interval_len`` consecutive
+   thresholds with the same non-zero count. Each count keeps its longest run (on a
+   tie in length, the later run, i.e. at lower thresholds); the chosen count is
+   the one whose longest run is longest (on a tie, the count whose first stable
+   interval came first in the sweep from high to low thresholds).
+5. The threshold is the low end of the chosen run, ``t = 255 - end * step``, mapped
+   back to map units: ``t * (max_th - min_th) / 255 + min_th``. Like the reference,
+   which reads anomaly maps as ``uint8`` images, it is truncated with ``int()``
+   for integer maps (see ``integer_threshold``).
+6. The final mask binarises the *original* map with ``> threshold`` and erodes it
+   once more with the same kernel. Without any stable interval the count is 0,
+   the mask empty and the threshold ``max_th`` (normalised 255; the reference
+   returns the raw value 255, which for its ``uint8`` maps gives the same empty
+   mask).
+
+The reference evaluates step 3 with one binarisation, erosion and labelling per
+threshold. Here it is exact but much cheaper:
+
+* each pixel is quantised once to its *level*, the number of thresholds its
+  normalised value exceeds (``norm > t`` is decided exactly, through
+  ``ceil(norm) > t`` for integer ``t``), so ``norm > t_j`` iff ``level > j``;
+* erosion by a flat kernel commutes with thresholding, so one grey-level
+  ``cv2.erode`` of the level image replaces the 64 binary erosions;
+* the component counts of all level sets come from
+  :func:`~anomalib_ncd.regions.component_counts.component_counts`;
+* maps are processed in a thread pool (OpenCV and numpy release the GIL).
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> maps = rng.random((3, 64, 64)) * 0.1
+    >>> maps[1, 10:30, 10:30] += 1.0
+    >>> results = MEBin(n_jobs=1).fit_transform(maps)
+    >>> results[1].anomaly_count
+    1
+"""
+
+import math
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from anomalib_ncd.regions.component_counts import component_counts
+
+LowerBound = Literal["min_peak", "global_min"] | float
+"""How ``min_th`` is chosen: the reference's smallest peak, the set minimum, or a fixed value."""
+
+AnomalyMaps = Sequence[np.ndarray] | np.ndarray
+"""A sequence of 2-D arrays (sizes may differ) or one ``(N, H, W)`` array."""
+
+_NORMALISED_MAX = 255
+
+
+@dataclass(frozen=True)
+class MEBinResult:
+    """MEBin result for one anomaly map.
+
+    Attributes:
+        mask: Boolean anomaly mask, at the map's size or at the requested output size.
+        threshold: Threshold in the units of the anomaly map (``mask`` is
+            ``erode(map > threshold)`` before any resize).
+        normalized_threshold: The chosen threshold on the ``0 .. 255`` normalised scale
+            (``255`` when no stable interval exists).
+        anomaly_count: Estimated number of anomalous regions (``0`` when no stable
+            interval exists).
+        count_sequence: Number of components at each threshold, ordered from the
+            highest threshold (255) to the lowest, as in the reference.
+        stable_interval: ``(start, end)`` indices into ``count_sequence`` of the chosen
+            stable interval (inclusive), or ``None``.
+    """
+
+    mask: np.ndarray
+    threshold: float
+    normalized_threshold: int
+    anomaly_count: int
+    count_sequence: np.ndarray
+    stable_interval: tuple[int, int] | None
+
+
+def select_stable_interval(count_sequence: Sequence[int] | np.ndarray, min_interval_len: int) -> tuple[int, int] | None:
+    """Pick the stable interval MEBin uses, with the reference's tie-breaking.
+
+    A stable interval is a maximal run of equal, non-zero counts that is at least
+    ``min_interval_len`` long. Every count keeps its longest run (the later one on
+    a tie); the winning count is the one whose longest run is longest, ties going
+    to the count whose first stable interval appears first in the sequence.
+
+    Args:
+        count_sequence: Component counts ordered from the highest threshold to the lowest.
+        min_interval_len: Minimum length of a stable interval.
+
+    Returns:
+        tuple[int, int] | None: Inclusive ``(start, end)`` indices of the chosen run, or
+        ``None`` when the sequence has no stable interval.
+
+    Example:
+        >>> select_stable_interval([0, 2, 2, 2, 2, 1, 1, 1, 1, 1], min_interval_len=4)
+        (5, 9)
+        >>> select_stable_interval([3, 3, 0, 1], min_interval_len=4) is None
+        True
+    """
+    counts = [int(value) for value in count_sequence]
+    best: dict[int, tuple[int, int]] = {}  # insertion order = order of first stable interval
+    start = 0
+    while start < len(counts):
+        end = start
+        while end + 1 < len(counts) and counts[end + 1] == counts[start]:
+            end += 1
+        value = counts[start]
+        if value != 0 and end - start + 1 >= min_interval_len:
+            previous = best.get(value)
+            # ">=": among equally long runs of one count the reference keeps the last one.
+            if previous is None or end - start >= previous[1] - previous[0]:
+                best[value] = (start, end)
+        start = end + 1
+    if not best:
+        return None
+    chosen = max(best.values(), key=lambda run: run[1] - run[0])  # max() keeps the first on ties
+    return chosen
+
+
+class MEBin:
+    """Main Element Binarization of a set of anomaly maps, scikit-learn style.
+
+    ``fit`` computes the set-level search range, ``transform`` binarises maps
+    with it. The results are identical to the reference's per-threshold OpenCV
+    loop (see the module docstring for the exact semantics).
+
+    Args:
+        step: Step of the threshold sweep on the normalised ``0 .. 255`` scale; the
+            thresholds are ``range(255, 0, -step)`` (64 thresholds for ``step=4``).
+        min_interval_len: Minimum number of consecutive thresholds with the same
+            non-zero component count for a stable interval.
+        erode: Erode each binary map before counting, and the final mask.
+        kernel_size: Side of the square all-ones erosion kernel (OpenCV anchor).
+        connectivity: Connectivity of a component, ``8`` (reference) or ``4``.
+        lower_bound: How ``min_th`` is chosen when fitting.
+            ``"min_peak"`` (reference): the smallest per-image peak. It assumes the set
+            contains normal images; without any, the map with the smallest peak can
+            never be binarised (AnomalyNCD issue #8).
+            ``"global_min"``: the smallest value of all maps, the workaround for sets
+            known to hold no normal image.
+            A float: a fixed lower bound (the AnomalyNCD authors suggest e.g. 0).
+            Whatever the choice, a collapsed range (``max_th == min_th``, e.g. a set of
+            one map or maps with equal peaks) falls back to the global minimum with a
+            warning.
+        integer_threshold: Truncate the threshold in map units with ``int()`` as the
+            reference does for its ``uint8`` maps. ``None`` truncates for maps with an
+            integer or boolean dtype only (for which the mask is the same either
+            way); ``False`` keeps float thresholds; ``True`` always truncates.
+        n_jobs: Worker threads for ``transform``; ``None`` uses every CPU core.
+
+    Attributes:
+        min_th_: Lower end of the search range, in map units (after ``fit``).
+        max_th_: Upper end of the search range, in map units (after ``fit``).
+        n_maps_seen_: Number of maps the range was fitted on.
+
+    Example:
+        >>> import numpy as np
+        >>> maps = [np.zeros((32, 32)), np.zeros((40, 20))]
+        >>> maps[0][8:20, 8:20] = 1.0
+        >>> maps[1][5, 5] = 0.2
+        >>> mebin = MEBin(n_jobs=1).fit(maps)
+        >>> (mebin.min_th_, mebin.max_th_)
+        (0.2, 1.0)
+        >>> [result.anomaly_count for result in mebin.transform(maps)]
+        [1, 0]
+    """
+
+    def __init__(
+        self,
+        step: int = 4,
+        min_interval_len: int = 4,
+        erode: bool = True,
+        kernel_size: int = 6,
+        connectivity: int = 8,
+        lower_bound: LowerBound = "min_peak",
+        integer_threshold: bool | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        if not 1 <= step <= _NORMALISED_MAX:
+            msg = f"step must be in [1, 255], got {step}"
+            raise ValueError(msg)
+        if min_interval_len < 1:
+            msg = f"min_interval_len must be >= 1, got {min_interval_len}"
+            raise ValueError(msg)
+        if kernel_size < 1:
+            msg = f"kernel_size must be >= 1, got {kernel_size}"
+            raise ValueError(msg)
+        if connectivity not in {4, 8}:
+            msg = f"connectivity must be 4 or 8, got {connectivity}"
+            raise ValueError(msg)
+        if isinstance(lower_bound, str) and lower_bound not in {"min_peak", "global_min"}:
+            msg = f"lower_bound must be 'min_peak', 'global_min' or a number, got {lower_bound!r}"
+            raise ValueError(msg)
+        if not isinstance(lower_bound, str) and not math.isfinite(lower_bound):
+            msg = f"lower_bound must be finite, got {lower_bound}"
+            raise ValueError(msg)
+        if n_jobs is not None and n_jobs < 1:
+            msg = f"n_jobs must be >= 1 or None, got {n_jobs}"
+            raise ValueError(msg)
+        self.step = step
+        self.min_interval_len = min_interval_len
+        self.erode = erode
+        self.kernel_size = kernel_size
+        self.connectivity = connectivity
+        self.lower_bound = lower_bound
+        self.integer_threshold = integer_threshold
+        self.n_jobs = n_jobs
+        self._reset_statistics()
+
+    # ------------------------------------------------------------------ range
+    @property
+    def thresholds(self) -> np.ndarray:
+        """Thresholds of the sweep on the normalised scale, from high to low."""
+        return np.arange(_NORMALISED_MAX, 0, -self.step)
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether a search range is available for ``transform``."""
+        return self.min_th_ is not None and self.max_th_ is not None
+
+    def _reset_statistics(self) -> None:
+        self.min_th_: float | None = None
+        self.max_th_: float | None = None
+        self.n_maps_seen_ = 0
+        self._peak_min = math.inf
+        self._peak_max = -math.inf
+        self._global_min = math.inf
+
+    def fit(self, maps: AnomalyMaps) -> "MEBin":
+        """Compute the set-level search range from a set of anomaly maps.
+
+        Args:
+            maps: The whole set to binarise (all defect images and the normal ones).
+
+        Returns:
+            MEBin: ``self``.
+
+        Raises:
+            ValueError: If ``maps`` is empty or a map is not 2-D, empty, or not finite.
+        """
+        self._reset_statistics()
+        if len(maps) == 0:
+            msg = "MEBin.fit needs at least one anomaly map"
+            raise ValueError(msg)
+        return self.partial_fit(maps)
+
+    def partial_fit(self, maps: AnomalyMaps) -> "MEBin":
+        """Update the search range with more maps of the same set (e.g. one batch).
+
+        The range after several calls equals the range ``fit`` computes on all the
+        maps together.
+
+        Args:
+            maps: Further maps of the set.
+
+        Returns:
+            MEBin: ``self``.
+
+        Raises:
+            ValueError: If a map is not 2-D, empty, or not finite.
+        """
+        for index, anomaly_map in enumerate(_as_map_list(maps)):
+            peak, low = _peak_and_minimum(anomaly_map, index)
+            self._peak_max = max(self._peak_max, peak)
+            self._peak_min = min(self._peak_min, peak)
+            self._global_min = min(self._global_min, low)
+            self.n_maps_seen_ += 1
+        if self.n_maps_seen_:
+            self._resolve_range()
+        return self
+
+    def set_range(self, min_th: float, max_th: float) -> "MEBin":
+        """Use a known search range instead of fitting one.
+
+        Args:
+            min_th: Lower end of the range, in map units.
+            max_th: Upper end of the range, in map units.
+
+        Returns:
+            MEBin: ``self``.
+
+        Raises:
+            ValueError: If a bound is not finite or ``min_th > max_th``.
+        """
+        if not (math.isfinite(min_th) and math.isfinite(max_th)) or min_th > max_th:
+            msg = f"need finite min_th <= max_th, got min_th={min_th}, max_th={max_th}"
+            raise ValueError(msg)
+        self._reset_statistics()
+        self.min_th_, self.max_th_ = float(min_th), float(max_th)
+        if self.max_th_ == self.min_th_:
+            warnings.warn("MEBin range is empty (min_th == max_th): every mask will be empty.", stacklevel=2)
+        return self
+
+    def _resolve_range(self) -> None:
+        max_th = self._peak_max
+        if self.lower_bound == "min_peak":
+            min_th = self._peak_min
+        elif self.lower_bound == "global_min":
+            min_th = self._global_min
+        else:
+            min_th = float(self.lower_bound)
+        if min_th >= max_th and min_th != self._global_min:
+            warnings.warn(
+                f"MEBin search range collapsed (min_th={min_th} >= max_th={max_th}; a set of one map, maps "
+                f"with equal peaks, or a lower bound above the peaks); using the global minimum "
+                f"{self._global_min} of the maps as lower bound instead.",
+                stacklevel=3,
+            )
+            min_th = self._global_min
+        if min_th >= max_th:
+            warnings.warn(
+                f"MEBin search range is empty: all maps are constant at {max_th}; every mask will be empty.",
+                stacklevel=3,
+            )
+        self.min_th_, self.max_th_ = float(min_th), float(max_th)
+
+    # -------------------------------------------------------------- transform
+    def transform(
+        self,
+        maps: AnomalyMaps,
+        output_sizes: tuple[int, int] | Sequence[tuple[int, int] | None] | None = None,
+    ) -> list[MEBinResult]:
+        """Binarise anomaly maps with the fitted search range.
+
+        Args:
+            maps: Anomaly maps to binarise.
+            output_sizes: Optional ``(height, width)`` to resize every mask to (nearest
+                neighbour, as the reference), or one such size (or ``None``) per map.
+
+        Returns:
+            list[MEBinResult]: One result per map, in order.
+
+        Raises:
+            RuntimeError: If no search range was fitted or set.
+            ValueError: If a map is not 2-D, empty, or not finite, or ``output_sizes``
+                does not match ``maps``.
+        """
+        if not self.is_fitted:
+            msg = "MEBin has no search range: call fit(), partial_fit() or set_range() first"
+            raise RuntimeError(msg)
+        map_list = _as_map_list(maps)
+        sizes = _per_map_sizes(output_sizes, len(map_list))
+        indices = range(len(map_list))
+        workers = min(self.n_jobs or _cpu_count(), len(map_list))
+        if workers <= 1:
+            return [self._binarize(map_list[i], i, sizes[i]) for i in indices]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda i: self._binarize(map_list[i], i, sizes[i]), indices))
+
+    def fit_transform(
+        self,
+        maps: AnomalyMaps,
+        output_sizes: tuple[int, int] | Sequence[tuple[int, int] | None] | None = None,
+    ) -> list[MEBinResult]:
+        """Fit the search range on ``maps`` and binarise them.
+
+        Args:
+            maps: The whole set to binarise.
+            output_sizes: See :meth:`transform`.
+
+        Returns:
+            list[MEBinResult]: One result per map, in order.
+        """
+        return self.fit(maps).transform(maps, output_sizes)
+
+    def _binarize(self, anomaly_map: np.ndarray, index: int, output_size: tuple[int, int] | None) -> MEBinResult:
+        _peak_and_minimum(anomaly_map, index)  # validates shape and finiteness
+        assert self.min_th_ is not None and self.max_th_ is not None  # noqa: S101  (checked in transform)
+        values = anomaly_map.astype(np.float64, copy=False)
+        n_thresholds = len(self.thresholds)
+        if self.max_th_ > self.min_th_:
+            levels = self._quantise(values)
+            if self.erode:
+                levels = cv2.erode(levels, self._kernel)
+            # component_counts is indexed by ascending level; the sequence runs from high thresholds to low.
+            count_sequence = component_counts(levels, n_thresholds, self.connectivity)[::-1].copy()
+        else:
+            count_sequence = np.zeros(n_thresholds, dtype=np.int64)
+        interval = select_stable_interval(count_sequence, self.min_interval_len)
+
+        if interval is None:
+            normalized_threshold = _NORMALISED_MAX
+            threshold = self.max_th_
+            mask = np.zeros(anomaly_map.shape, dtype=bool)
+        else:
+            normalized_threshold = _NORMALISED_MAX - interval[1] * self.step
+            # Same operation order as the reference, in float64.
+            threshold = normalized_threshold * (self.max_th_ - self.min_th_) / _NORMALISED_MAX + self.min_th_
+            if self._truncates(anomaly_map):
+                threshold = float(int(threshold))
+            binary = np.greater(values, threshold).view(np.uint8)
+            if self.erode:
+                binary = cv2.erode(binary, self._kernel)
+            mask = binary.view(bool)
+        if output_size is not None and tuple(output_size) != mask.shape:
+            height, width = output_size
+            mask = cv2.resize(mask.view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).view(bool)
+        return MEBinResult(
+            mask=mask,
+            threshold=float(threshold),
+            normalized_threshold=int(normalized_threshold),
+            anomaly_count=0 if interval is None else int(count_sequence[interval[0]]),
+            count_sequence=count_sequence,
+            stable_interval=interval,
+        )
+
+    def _quantise(self, values: np.ndarray) -> np.ndarray:
+        """Level of each pixel: how many sweep thresholds its normalised value exceeds."""
+        assert self.min_th_ is not None and self.max_th_ is not None  # noqa: S101
+        normalised = (values - self.min_th_) / (self.max_th_ - self.min_th_) * _NORMALISED_MAX
+        # For an integer t, norm > t iff ceil(norm) > t: exact, unlike scaling by the step.
+        # Pixels below min_th are negative here and land on level 0, as the reference's 0.
+        np.ceil(normalised, out=normalised)
+        np.clip(normalised, 0, _NORMALISED_MAX + 1, out=normalised)
+        return self._level_table[normalised.astype(np.intp)]
+
+    @property
+    def _level_table(self) -> np.ndarray:
+        # Entry c: number of thresholds below the integer c, for c in 0..256.
+        return np.searchsorted(np.sort(self.thresholds), np.arange(_NORMALISED_MAX + 2), side="left").astype(np.uint8)
+
+    @property
+    def _kernel(self) -> np.ndarray:
+        return np.ones((self.kernel_size, self.kernel_size), dtype=np.uint8)
+
+    def _truncates(self, anomaly_map: np.ndarray) -> bool:
+        if self.integer_threshold is None:
+            return bool(np.issubdtype(anomaly_map.dtype, np.integer) or anomaly_map.dtype == np.bool_)
+        return self.integer_threshold
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(step={self.step}, min_interval_len={self.min_interval_len}, erode={self.erode}, "
+            f"kernel_size={self.kernel_size}, connectivity={self.connectivity}, lower_bound={self.lower_bound!r}, "
+            f"integer_threshold={self.integer_threshold}, n_jobs={self.n_jobs})"
+        )
+
+
+def _cpu_count() -> int:
+    import os  # noqa: PLC0415  (only needed for the default worker count)
+
+    return os.cpu_count() or 1
+
+
+def _as_map_list(maps: AnomalyMaps) -> list[np.ndarray]:
+    if isinstance(maps, np.ndarray):
+        if maps.ndim != 3:
+            msg = f"an array of anomaly maps must have shape (N, H, W), got {maps.shape}"
+            raise ValueError(msg)
+        return list(maps)
+    return [np.asarray(anomaly_map) for anomaly_map in maps]
+
+
+def _peak_and_minimum(anomaly_map: np.ndarray, index: int) -> tuple[float, float]:
+    if anomaly_map.ndim != 2 or anomaly_map.size == 0:
+        msg = f"anomaly map {index} must be a non-empty 2-D array, got shape {anomaly_map.shape}"
+        raise ValueError(msg)
+    if not (np.issubdtype(anomaly_map.dtype, np.number) or anomaly_map.dtype == np.bool_):
+        msg = f"anomaly map {index} must be numeric, got dtype {anomaly_map.dtype}"
+        raise ValueError(msg)
+    # max/min propagate NaN, so checking the two extremes catches NaN and +-inf.
+    peak, low = float(anomaly_map.max()), float(anomaly_map.min())
+    if not (math.isfinite(peak) and math.isfinite(low)):
+        msg = f"anomaly map {index} contains NaN or infinite values"
+        raise ValueError(msg)
+    return peak, low
+
+
+def _per_map_sizes(
+    output_sizes: tuple[int, int] | Sequence[tuple[int, int] | None] | None,
+    n_maps: int,
+) -> list[tuple[int, int] | None]:
+    if output_sizes is None:
+        return [None] * n_maps
+    if len(output_sizes) == 2 and all(isinstance(side, int | np.integer) for side in output_sizes):
+        return [(int(output_sizes[0]), int(output_sizes[1]))] * n_maps  # type: ignore[arg-type]
+    sizes = list(output_sizes)
+    if len(sizes) != n_maps:
+        msg = f"got {len(sizes)} output sizes for {n_maps} maps"
+        raise ValueError(msg)
+    return sizes  # type: ignore[return-value]
