@@ -188,21 +188,21 @@ def register_weights_file(name: str, file: str | Path) -> None:
     if not tag:
         msg = f"give the weights a tag, e.g. '{name}.local'"
         raise ValueError(msg)
-    if arch not in timm_registry._model_default_cfgs:  # noqa: SLF001 - timm has no public registration API
+    if arch not in timm_registry._model_default_cfgs:
         msg = f"timm has no architecture named {arch!r}"
         raise ValueError(msg)
     path = Path(file)
     if not path.is_file():
         msg = f"weights file not found: {path}"
         raise FileNotFoundError(msg)
-    default_cfgs = timm_registry._model_default_cfgs[arch]  # noqa: SLF001
+    default_cfgs = timm_registry._model_default_cfgs[arch]
     base = default_cfgs.default
     cfg = replace(base, tag=tag, file=str(path), url="", hf_hub_id=None, source="")
     default_cfgs.cfgs[tag] = cfg
-    timm_registry._model_pretrained_cfgs[name] = cfg  # noqa: SLF001
-    timm_registry._model_has_pretrained.add(name)  # noqa: SLF001
-    if name not in timm_registry._model_with_tags[arch]:  # noqa: SLF001
-        timm_registry._model_with_tags[arch].append(name)  # noqa: SLF001
+    timm_registry._model_pretrained_cfgs[name] = cfg
+    timm_registry._model_has_pretrained.add(name)
+    if name not in timm_registry._model_with_tags[arch]:
+        timm_registry._model_with_tags[arch].append(name)
 
 
 def register_offline_backbones(*, strict: bool = False) -> list[str]:
@@ -239,6 +239,6 @@ def ensure_backbone(name: str) -> str:
     Returns:
         ``name``, now loadable.
     """
-    if name in OFFLINE_WEIGHTS and name not in timm_registry._model_pretrained_cfgs:  # noqa: SLF001
+    if name in OFFLINE_WEIGHTS and name not in timm_registry._model_pretrained_cfgs:
         register_weights_file(name, converted_weights_file(name))
     return name

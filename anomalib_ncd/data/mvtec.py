@@ -98,4 +98,3 @@ def load_mvtec_ad(
                 }
             )
     return make_sample_table(records)
-

@@ -71,10 +71,7 @@ def render_background(category: str, shape: tuple[int, int], rng: np.random.Gene
     else:
         msg = f"unknown synthetic category {category!r}; choose from {list(CATEGORIES)}"
         raise ValueError(msg)
-    if colour:
-        image = np.clip(grey[..., None] * np.asarray(_TINTS[category], dtype=np.float32), 0, 255)
-    else:
-        image = grey
+    image = np.clip(grey[..., None] * np.asarray(_TINTS[category], dtype=np.float32), 0, 255) if colour else grey
     return Background(image=image.astype(np.float32), allowed=allowed)
 
 

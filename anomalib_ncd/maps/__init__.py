@@ -1,0 +1,1 @@
+"""Anomaly maps in: the map set, its sources, and the raw-map export callback."""

@@ -30,7 +30,7 @@ INDEX_FILE = "index.csv"
 INDEX_COLUMNS = ("map_file", "image_path", "image_height", "image_width", "pred_score", "gt_label")
 
 
-def _as_list(value: Any, size: int) -> list:  # noqa: ANN401 - batch fields are tensors, lists or None
+def _as_list(value: Any, size: int) -> list:
     """Per-sample values of a batch field, ``None`` entries when the field is absent."""
     if value is None:
         return [None] * size
@@ -51,7 +51,7 @@ class AnomalyMapCollector(Callback):
         super().__init__()
         self.records: list[dict[str, Any]] = []
 
-    def _take(self, outputs: Any) -> None:  # noqa: ANN401 - anomalib batch of any flavour
+    def _take(self, outputs: Any) -> None:
         anomaly_maps = getattr(outputs, "anomaly_map", None)
         if anomaly_maps is None:
             msg = "the model's predictions carry no anomaly_map; use a model that localises anomalies"
@@ -84,8 +84,8 @@ class AnomalyMapCollector(Callback):
         self,
         trainer: Trainer,
         pl_module: LightningModule,
-        outputs: Any,  # noqa: ANN401
-        batch: Any,  # noqa: ANN401
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
@@ -97,8 +97,8 @@ class AnomalyMapCollector(Callback):
         self,
         trainer: Trainer,
         pl_module: LightningModule,
-        outputs: Any,  # noqa: ANN401
-        batch: Any,  # noqa: ANN401
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
@@ -132,7 +132,7 @@ class AnomalyMapExporter(AnomalyMapCollector):
 
     on_test_start = on_predict_start
 
-    def _take(self, outputs: Any) -> None:  # noqa: ANN401
+    def _take(self, outputs: Any) -> None:
         first = len(self.records)
         super()._take(outputs)
         maps_dir = self.output_dir / "maps"

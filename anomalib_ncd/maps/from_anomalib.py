@@ -28,7 +28,8 @@ def load_anomalib_model(checkpoint: str | Path, model: str | type | None = None)
     """Load an anomalib model from a Lightning checkpoint.
 
     Args:
-        checkpoint: path of ``model.ckpt`` (e.g. ``results/Patchcore/MVTecAD/bottle/latest/weights/lightning/model.ckpt``).
+        checkpoint: path of ``model.ckpt``, e.g.
+            ``results/Patchcore/MVTecAD/bottle/latest/weights/lightning/model.ckpt``.
         model: the model class, its name (``"Patchcore"``), or its import path
             (``"anomalib_ncd.models.Prn"``). When omitted, the name is taken from the anomalib results
             layout ``results/<Model>/...`` of the checkpoint path.
@@ -88,7 +89,7 @@ def _add_callback(engine: Engine, callback: AnomalyMapCollector) -> None:
         engine.trainer.callbacks.insert(0, callback)
     except UnassignedError:
         # the trainer is built at the first call; anomalib keeps its future arguments in _cache
-        engine._cache.args["callbacks"].append(callback)  # noqa: SLF001
+        engine._cache.args["callbacks"].append(callback)
 
 
 def _remove_callback(engine: Engine, callback: AnomalyMapCollector) -> None:
@@ -97,10 +98,10 @@ def _remove_callback(engine: Engine, callback: AnomalyMapCollector) -> None:
     try:
         callbacks = engine.trainer.callbacks
     except UnassignedError:
-        callbacks = engine._cache.args["callbacks"]  # noqa: SLF001
+        callbacks = engine._cache.args["callbacks"]
     if callback in callbacks:
         callbacks.remove(callback)
-    cached = engine._cache.args["callbacks"]  # noqa: SLF001
+    cached = engine._cache.args["callbacks"]
     if callback in cached:
         cached.remove(callback)
 
@@ -112,7 +113,7 @@ def predict_maps(
     engine: Engine | None = None,
     ckpt_path: str | Path | None = None,
     samples: pd.DataFrame | None = None,
-    **engine_kwargs: Any,  # noqa: ANN401 - forwarded to anomalib's Engine (accelerator, devices, ...)
+    **engine_kwargs: Any,
 ) -> AnomalyMapSet:
     """Run an anomalib model with ``Engine.predict`` and collect its raw anomaly maps.
 
@@ -158,6 +159,8 @@ def predict_maps(
     map_set = AnomalyMapSet(
         maps=[record["anomaly_map"] for record in records],
         image_paths=[record["image_path"] for record in records],
-        scores=[float(record["pred_score"]) if record["pred_score"] is not None else float("nan") for record in records],
+        scores=[
+            float(record["pred_score"]) if record["pred_score"] is not None else float("nan") for record in records
+        ],
     )
     return map_set.with_samples(samples) if samples is not None else map_set

@@ -194,7 +194,10 @@ class AnomalyMapSet:
             MapError: when an image of the set is not in the table.
         """
         validate_sample_table(samples)
-        rows = {str(Path(path).resolve()): row for path, row in zip(samples["image_path"], samples.itertuples())}
+        rows = {
+            str(Path(path).resolve()): row
+            for path, row in zip(samples["image_path"], samples.itertuples(), strict=True)
+        }
         types, normal, masks = [], [], []
         for path in self.image_paths:
             row = rows.get(str(Path(path).resolve()))
@@ -252,10 +255,11 @@ class AnomalyMapSet:
         aligned = []
         for anomaly_map, shape in zip(self.maps, self.image_shapes, strict=True):
             target = shape if long_side is None else working_shape(shape, long_side)
+            resized = anomaly_map
             if anomaly_map.shape != target:
                 # INTER_AREA averages when shrinking (no aliasing of thin defects), linear otherwise
                 shrink = math.prod(target) < anomaly_map.size
                 interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-                anomaly_map = cv2.resize(anomaly_map, (target[1], target[0]), interpolation=interpolation)
-            aligned.append(anomaly_map)
+                resized = cv2.resize(anomaly_map, (target[1], target[0]), interpolation=interpolation)
+            aligned.append(resized)
         return aligned

@@ -52,6 +52,7 @@ Example:
 """
 
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -136,8 +137,7 @@ def select_stable_interval(count_sequence: Sequence[int] | np.ndarray, min_inter
         start = end + 1
     if not best:
         return None
-    chosen = max(best.values(), key=lambda run: run[1] - run[0])  # max() keeps the first on ties
-    return chosen
+    return max(best.values(), key=lambda run: run[1] - run[0])  # max() keeps the first on ties
 
 
 class MEBin:
@@ -175,6 +175,7 @@ class MEBin:
         min_th_: Lower end of the search range, in map units (after ``fit``).
         max_th_: Upper end of the search range, in map units (after ``fit``).
         n_maps_seen_: Number of maps the range was fitted on.
+        range_note_: Why the range deviates from ``lower_bound`` (collapsed or empty), or ``None``.
 
     Example:
         >>> import numpy as np
@@ -190,6 +191,7 @@ class MEBin:
 
     def __init__(
         self,
+        *,
         step: int = 4,
         min_interval_len: int = 4,
         erode: bool = True,
@@ -245,6 +247,8 @@ class MEBin:
         self.min_th_: float | None = None
         self.max_th_: float | None = None
         self.n_maps_seen_ = 0
+        self.range_note_: str | None = None
+        self._range_warned = False
         self._peak_min = math.inf
         self._peak_max = -math.inf
         self._global_min = math.inf
@@ -265,13 +269,16 @@ class MEBin:
         if len(maps) == 0:
             msg = "MEBin.fit needs at least one anomaly map"
             raise ValueError(msg)
-        return self.partial_fit(maps)
+        self.partial_fit(maps)
+        self._warn_about_range()
+        return self
 
     def partial_fit(self, maps: AnomalyMaps) -> "MEBin":
         """Update the search range with more maps of the same set (e.g. one batch).
 
         The range after several calls equals the range ``fit`` computes on all the
-        maps together.
+        maps together. A warning about a collapsed range is deferred to the next
+        ``transform``, since one batch alone may well collapse.
 
         Args:
             maps: Further maps of the set.
@@ -311,7 +318,8 @@ class MEBin:
         self._reset_statistics()
         self.min_th_, self.max_th_ = float(min_th), float(max_th)
         if self.max_th_ == self.min_th_:
-            warnings.warn("MEBin range is empty (min_th == max_th): every mask will be empty.", stacklevel=2)
+            self.range_note_ = f"MEBin search range is empty (min_th == max_th == {max_th}): every mask will be empty."
+        self._warn_about_range()
         return self
 
     def _resolve_range(self) -> None:
@@ -322,20 +330,23 @@ class MEBin:
             min_th = self._global_min
         else:
             min_th = float(self.lower_bound)
+        self.range_note_ = None
         if min_th >= max_th and min_th != self._global_min:
-            warnings.warn(
-                f"MEBin search range collapsed (min_th={min_th} >= max_th={max_th}; a set of one map, maps "
-                f"with equal peaks, or a lower bound above the peaks); using the global minimum "
-                f"{self._global_min} of the maps as lower bound instead.",
-                stacklevel=3,
+            self.range_note_ = (
+                f"MEBin search range collapsed (min_th={min_th} >= max_th={max_th}: a set of one map, maps with "
+                f"equal peaks, or a lower bound above the peaks); using the global minimum {self._global_min} "
+                "of the maps as lower bound instead."
             )
             min_th = self._global_min
         if min_th >= max_th:
-            warnings.warn(
-                f"MEBin search range is empty: all maps are constant at {max_th}; every mask will be empty.",
-                stacklevel=3,
-            )
+            self.range_note_ = f"MEBin search range is empty: all maps are constant at {max_th}; every mask is empty."
         self.min_th_, self.max_th_ = float(min_th), float(max_th)
+        self._range_warned = False
+
+    def _warn_about_range(self) -> None:
+        if self.range_note_ is not None and not self._range_warned:
+            warnings.warn(self.range_note_, RuntimeWarning, stacklevel=3)
+            self._range_warned = True
 
     # -------------------------------------------------------------- transform
     def transform(
@@ -358,9 +369,8 @@ class MEBin:
             ValueError: If a map is not 2-D, empty, or not finite, or ``output_sizes``
                 does not match ``maps``.
         """
-        if not self.is_fitted:
-            msg = "MEBin has no search range: call fit(), partial_fit() or set_range() first"
-            raise RuntimeError(msg)
+        self._fitted_range()  # fail before validating the maps
+        self._warn_about_range()
         map_list = _as_map_list(maps)
         sizes = _per_map_sizes(output_sizes, len(map_list))
         indices = range(len(map_list))
@@ -388,11 +398,11 @@ class MEBin:
 
     def _binarize(self, anomaly_map: np.ndarray, index: int, output_size: tuple[int, int] | None) -> MEBinResult:
         _peak_and_minimum(anomaly_map, index)  # validates shape and finiteness
-        assert self.min_th_ is not None and self.max_th_ is not None  # noqa: S101  (checked in transform)
+        min_th, max_th = self._fitted_range()
         values = anomaly_map.astype(np.float64, copy=False)
         n_thresholds = len(self.thresholds)
-        if self.max_th_ > self.min_th_:
-            levels = self._quantise(values)
+        if max_th > min_th:
+            levels = self._quantise(values, min_th, max_th)
             if self.erode:
                 levels = cv2.erode(levels, self._kernel)
             # component_counts is indexed by ascending level; the sequence runs from high thresholds to low.
@@ -403,12 +413,12 @@ class MEBin:
 
         if interval is None:
             normalized_threshold = _NORMALISED_MAX
-            threshold = self.max_th_
+            threshold = max_th
             mask = np.zeros(anomaly_map.shape, dtype=bool)
         else:
             normalized_threshold = _NORMALISED_MAX - interval[1] * self.step
             # Same operation order as the reference, in float64.
-            threshold = normalized_threshold * (self.max_th_ - self.min_th_) / _NORMALISED_MAX + self.min_th_
+            threshold = normalized_threshold * (max_th - min_th) / _NORMALISED_MAX + min_th
             if self._truncates(anomaly_map):
                 threshold = float(int(threshold))
             binary = np.greater(values, threshold).view(np.uint8)
@@ -427,10 +437,15 @@ class MEBin:
             stable_interval=interval,
         )
 
-    def _quantise(self, values: np.ndarray) -> np.ndarray:
+    def _fitted_range(self) -> tuple[float, float]:
+        if self.min_th_ is None or self.max_th_ is None:
+            msg = "MEBin has no search range: call fit(), partial_fit() or set_range() first"
+            raise RuntimeError(msg)
+        return self.min_th_, self.max_th_
+
+    def _quantise(self, values: np.ndarray, min_th: float, max_th: float) -> np.ndarray:
         """Level of each pixel: how many sweep thresholds its normalised value exceeds."""
-        assert self.min_th_ is not None and self.max_th_ is not None  # noqa: S101
-        normalised = (values - self.min_th_) / (self.max_th_ - self.min_th_) * _NORMALISED_MAX
+        normalised = (values - min_th) / (max_th - min_th) * _NORMALISED_MAX
         # For an integer t, norm > t iff ceil(norm) > t: exact, unlike scaling by the step.
         # Pixels below min_th are negative here and land on level 0, as the reference's 0.
         np.ceil(normalised, out=normalised)
@@ -460,8 +475,6 @@ class MEBin:
 
 
 def _cpu_count() -> int:
-    import os  # noqa: PLC0415  (only needed for the default worker count)
-
     return os.cpu_count() or 1
 
 

@@ -142,8 +142,16 @@ def test_index_folder_roundtrip(images, tmp_path):
     rows = []
     for i, path in enumerate(images):
         np.save(folder / "maps" / f"{i}.npy", np.full((5, 5), float(i), np.float32))
-        rows.append({"map_file": f"maps/{i}.npy", "image_path": str(path), "image_height": 1, "image_width": 2,
-                     "pred_score": 0.5 * i, "gt_label": None})
+        rows.append(
+            {
+                "map_file": f"maps/{i}.npy",
+                "image_path": str(path),
+                "image_height": 1,
+                "image_width": 2,
+                "pred_score": 0.5 * i,
+                "gt_label": None,
+            }
+        )
     pd.DataFrame(rows).to_csv(folder / "index.csv", index=False)
     maps = load_map_folder(folder)
     assert maps.image_shapes == [(1, 2)] * 3

@@ -46,7 +46,7 @@ def test_odd_aspect_ratio_region_spans_short_side_without_leaving_image():
     x0, y0, x1, y1 = box
     assert (y0, y1) == (0, 60)
     assert x1 - x0 == 120 and x0 <= 300 and x1 >= 310
-    assert 0 <= x0 and x1 <= 600
+    assert x0 >= 0 and x1 <= 600
 
 
 def test_box_gap():

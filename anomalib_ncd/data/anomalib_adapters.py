@@ -1,0 +1,178 @@
+"""Hand a sample table to anomalib, so its detectors train and run on our datasets.
+
+anomalib 2.7 ships a ``Tabular`` datamodule that takes a table of ``image_path``, ``label_index``,
+``split`` and ``mask_path``: the least intrusive route (no symlink tree, no copies). This module
+builds that table from a sample table (normal "train" rows train the detector; every "test" row,
+normal or not, is evaluated) and picks the datamodule options that keep the split as we made it:
+
+* validation = the test set (``ValSplitMode.SAME_AS_TEST``), so no test image is moved away;
+* ``TestSplitMode.FROM_DIR`` when the test rows include normal images, ``NONE`` otherwise, so
+  anomalib never moves training images into the test set.
+
+Masks go through :func:`anomalib_ncd.data.mask_cache.anomalib_mask_path` (anomalib counts mask
+values ``> 0`` as defect; ours is ``> 127``; boxes become masks). The defect types are not
+anomalib's business (its labels are booleans): join on ``image_path`` with
+:func:`defect_type_lookup`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from anomalib.data import MVTecAD, Tabular
+from anomalib.data.utils import TestSplitMode, ValSplitMode
+from torchvision.transforms.v2 import Resize
+
+from anomalib_ncd.data.mask_cache import anomalib_mask_path
+from anomalib_ncd.data.samples import validate_sample_table
+
+ImageSize = int | tuple[int, int]
+
+
+def to_anomalib_samples(table: pd.DataFrame, *, mask_cache_dir: str | Path | None = None) -> pd.DataFrame:
+    """Convert a sample table into the table anomalib's ``Tabular`` datamodule reads.
+
+    Args:
+        table: a sample table.
+        mask_cache_dir: where converted masks are written (see :mod:`anomalib_ncd.data.mask_cache`).
+
+    Returns:
+        Columns ``image_path``, ``label_index`` (0 normal, 1 defect), ``split`` and ``mask_path``
+        (``""`` for normal rows, or for all rows when no defect has a region).
+
+    Raises:
+        ValueError: if the table is invalid, has a defect row in split "train", or only some of
+            its test defects have a mask or boxes (anomalib needs all or none).
+    """
+    validate_sample_table(table)
+    defects_in_train = table[(~table["is_normal"]) & (table["split"] == "train")]
+    if len(defects_in_train):
+        msg = f"defect images cannot train the detector: {defects_in_train['image_path'].iloc[0]} is in split 'train'"
+        raise ValueError(msg)
+    mask_paths = ["" if row["is_normal"] else anomalib_mask_path(row, mask_cache_dir) for _, row in table.iterrows()]
+    samples = pd.DataFrame(
+        {
+            "image_path": table["image_path"].astype(str).to_numpy(),
+            "label_index": (~table["is_normal"].astype(bool)).astype(int).to_numpy(),
+            "split": table["split"].to_numpy(),
+            "mask_path": mask_paths,
+        }
+    )
+    defects = samples[samples["label_index"] == 1]
+    unmasked = defects[defects["mask_path"] == ""]
+    if 0 < len(unmasked) < len(defects):
+        msg = (
+            f"{len(unmasked)} of {len(defects)} defect images have no mask or boxes "
+            f"(e.g. {unmasked['image_path'].iloc[0]}); anomalib needs masks for all defects or none"
+        )
+        raise ValueError(msg)
+    return samples
+
+
+def to_anomalib_datamodule(
+    table: pd.DataFrame,
+    name: str = "anomalib_ncd",
+    *,
+    category: str = "",
+    image_size: ImageSize | None = None,
+    train_batch_size: int = 32,
+    eval_batch_size: int = 32,
+    num_workers: int = 0,
+    mask_cache_dir: str | Path | None = None,
+    seed: int | None = None,
+) -> Tabular:
+    """Build anomalib's ``Tabular`` datamodule for a sample table.
+
+    Args:
+        table: a sample table; normal "train" rows train, all "test" rows test and validate.
+        name: dataset name (anomalib's results go to ``results/<model>/<name>/<category>``).
+        category: category name for the results path.
+        image_size: resize every image (and mask) to this ``(height, width)`` (or square side) in
+            the datamodule. ``None`` keeps anomalib's default: the model's pre-processor resizes
+            when an ``Engine`` runs; without a model, images of different sizes will not batch.
+        train_batch_size: training batch size.
+        eval_batch_size: validation/test batch size.
+        num_workers: data-loader worker processes.
+        mask_cache_dir: where converted masks are written.
+        seed: seed for anomalib's own random splits (unused with the modes chosen here).
+
+    Returns:
+        The datamodule (call ``setup()`` or pass it to ``Engine.fit``).
+
+    Raises:
+        ValueError: see :func:`to_anomalib_samples`.
+    """
+    samples = to_anomalib_samples(table, mask_cache_dir=mask_cache_dir)
+    test_has_normal = bool(((samples["split"] == "test") & (samples["label_index"] == 0)).any())
+    datamodule = Tabular(
+        name=name,
+        samples=samples,
+        root=None,
+        train_batch_size=train_batch_size,
+        eval_batch_size=eval_batch_size,
+        num_workers=num_workers,
+        augmentations=_resize(image_size),
+        test_split_mode=TestSplitMode.FROM_DIR if test_has_normal else TestSplitMode.NONE,
+        val_split_mode=ValSplitMode.SAME_AS_TEST,
+        seed=seed,
+    )
+    datamodule.category = category
+    return datamodule
+
+
+def mvtec_datamodule(
+    root: str | Path,
+    category: str,
+    *,
+    image_size: ImageSize | None = None,
+    train_batch_size: int = 32,
+    eval_batch_size: int = 32,
+    num_workers: int = 0,
+) -> MVTecAD:
+    """Build anomalib's ``MVTecAD`` datamodule for a folder in the MVTec AD layout (e.g. synthetic).
+
+    Unlike :func:`load_mvtec_ad <anomalib_ncd.data.mvtec.load_mvtec_ad>`, anomalib keeps the
+    ``combined`` folder if there is one; use :func:`to_anomalib_datamodule` on the loaded table to
+    drop it.
+
+    Args:
+        root: the dataset root.
+        category: the category folder.
+        image_size: resize in the datamodule (see :func:`to_anomalib_datamodule`).
+        train_batch_size: training batch size.
+        eval_batch_size: validation/test batch size.
+        num_workers: data-loader worker processes.
+
+    Returns:
+        The datamodule.
+    """
+    return MVTecAD(
+        root=root,
+        category=category,
+        train_batch_size=train_batch_size,
+        eval_batch_size=eval_batch_size,
+        num_workers=num_workers,
+        augmentations=_resize(image_size),
+    )
+
+
+def defect_type_lookup(table: pd.DataFrame) -> dict[str, str]:
+    """Map each ``image_path`` of a sample table to its defect type (to join anomalib's outputs).
+
+    anomalib keeps the image paths it was given, so ``batch.image_path`` entries are keys here.
+
+    Args:
+        table: a sample table.
+
+    Returns:
+        ``{image_path: defect_type}``.
+    """
+    return dict(zip(table["image_path"].astype(str), table["defect_type"].astype(str), strict=True))
+
+
+def _resize(image_size: ImageSize | None) -> Resize | None:
+    if image_size is None:
+        return None
+    size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
+    return Resize(size, antialias=True)

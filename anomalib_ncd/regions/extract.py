@@ -1,0 +1,196 @@
+"""The region stage: anomaly-map set -> MEBin -> anomaly-centred regions with crops and masks.
+
+Maps are first brought to their image's aspect ratio at a working resolution
+(:meth:`~anomalib_ncd.maps.map_set.AnomalyMapSet.aligned`, long side 256 by default: the scale the
+reference's 6x6 erosion was designed for, whatever the camera's resolution). MEBin's search range
+is fitted on the whole set, each mask is resized (nearest) to its image, and
+:func:`~anomalib_ncd.regions.crops.crop_boxes` turns it into square regions. Full-resolution masks
+live only while their image is cropped, so memory stays flat for thousands of large images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from anomalib_ncd.io import atomic_write_path, atomic_write_text, read_image
+from anomalib_ncd.maps.map_set import AnomalyMapSet
+from anomalib_ncd.regions.crops import Box, CropSettings, Region, crop_boxes
+from anomalib_ncd.regions.mebin import MEBin, MEBinResult
+
+
+@dataclass
+class RegionSet:
+    """Regions of every image of a map set, with the binarisation they came from.
+
+    Attributes:
+        regions: all regions, grouped by image in image order (largest region first).
+        map_set: the anomaly maps the regions were extracted from.
+        binarization: MEBin's result per image (masks at the working resolution).
+        mebin: the fitted MEBin (its range applies to new maps of the same detector).
+    """
+
+    regions: list[Region]
+    map_set: AnomalyMapSet
+    binarization: list[MEBinResult]
+    mebin: MEBin
+
+    def __len__(self) -> int:
+        return len(self.regions)
+
+    def __iter__(self) -> Iterator[Region]:
+        return iter(self.regions)
+
+    def of_image(self, image_index: int) -> list[Region]:
+        """Regions of one image.
+
+        Args:
+            image_index: position of the image in :attr:`map_set`.
+
+        Returns:
+            Its regions, largest first.
+        """
+        return [region for region in self.regions if region.image_index == image_index]
+
+    def table(self) -> pd.DataFrame:
+        """One row per region: image, box, area, score, whole-image flag and known defect type.
+
+        Returns:
+            The region table.
+        """
+        rows = []
+        for number, region in enumerate(self.regions):
+            rows.append(
+                {
+                    "region": number,
+                    "image_index": region.image_index,
+                    "image_path": self.map_set.image_paths[region.image_index],
+                    "x0": region.box[0],
+                    "y0": region.box[1],
+                    "x1": region.box[2],
+                    "y1": region.box[3],
+                    "area": region.area,
+                    "score": region.score,
+                    "whole_image": region.whole_image,
+                    "defect_type": (
+                        self.map_set.defect_types[region.image_index] if self.map_set.defect_types else None
+                    ),
+                },
+            )
+        return pd.DataFrame(rows)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write each region's crop and mask as PNG, and ``regions.csv``, for inspection.
+
+        Args:
+            folder: output folder (created).
+
+        Returns:
+            The path of ``regions.csv``.
+        """
+        root = Path(folder)
+        table = self.table()
+        crop_files, mask_files = [], []
+        for number, region in enumerate(self.regions):
+            stem = f"{number:06d}_{Path(self.map_set.image_paths[region.image_index]).stem}"
+            crop = region.crop if region.crop is not None else self._read_crop(region)
+            crop_file, mask_file = Path("crops") / f"{stem}.png", Path("masks") / f"{stem}.png"
+            _write_png(root / crop_file, crop)
+            mask = region.mask if region.mask is not None else np.zeros(crop.shape[:2], bool)
+            _write_png(root / mask_file, mask.astype(np.uint8) * 255)
+            crop_files.append(crop_file.as_posix())
+            mask_files.append(mask_file.as_posix())
+        table["crop_file"], table["mask_file"] = crop_files, mask_files
+        csv_path = root / "regions.csv"
+        atomic_write_text(csv_path, table.to_csv(index=False))
+        return csv_path
+
+    def _read_crop(self, region: Region) -> np.ndarray:
+        x0, y0, x1, y1 = region.box
+        return read_image(self.map_set.image_paths[region.image_index])[y0:y1, x0:x1]
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    array = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:
+        msg = f"cannot encode {path}"
+        raise ValueError(msg)
+    with atomic_write_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
+
+
+def _normalised(anomaly_map: np.ndarray, min_th: float, max_th: float) -> np.ndarray:
+    """The map on MEBin's scale as a fraction: 0 below ``min_th``, 1 at ``max_th``."""
+    span = max(max_th - min_th, np.finfo(np.float32).tiny)
+    return np.where(anomaly_map < min_th, 0.0, np.clip((anomaly_map - min_th) / span, 0.0, 1.0))
+
+
+def _box_on_map(box: Box, image_shape: tuple[int, int], map_shape: tuple[int, int]) -> Box:
+    """The map pixels that cover an image box (at least one)."""
+    scale_y, scale_x = map_shape[0] / image_shape[0], map_shape[1] / image_shape[1]
+    x0, y0 = math.floor(box[0] * scale_x), math.floor(box[1] * scale_y)
+    x1, y1 = math.ceil(box[2] * scale_x), math.ceil(box[3] * scale_y)
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def extract_regions(
+    map_set: AnomalyMapSet,
+    mebin: MEBin | None = None,
+    crop_settings: CropSettings | None = None,
+    working_long_side: int | None = 256,
+    load_crops: bool = True,
+) -> RegionSet:
+    """Binarise every map with MEBin and cut anomaly-centred regions.
+
+    Args:
+        map_set: the anomaly maps (and images) of the set.
+        mebin: a MEBin to use; fitted on this set when it has no range yet (the reference
+            semantics: the range is a property of the whole set, not of a batch).
+        crop_settings: crop parameters (AnomalyNCD's by default).
+        working_long_side: long side at which maps are binarised (``None``: full image size).
+        load_crops: read the images and keep each region's pixels and mask in memory.
+
+    Returns:
+        The regions, in image order.
+    """
+    crop_settings = crop_settings or CropSettings()
+    mebin = mebin if mebin is not None else MEBin()
+    aligned = map_set.aligned(working_long_side)
+    if not mebin.is_fitted:
+        mebin.fit(aligned)
+    results = mebin.transform(aligned)
+    regions: list[Region] = []
+    for index, (result, anomaly_map, shape) in enumerate(zip(results, aligned, map_set.image_shapes, strict=True)):
+        full_mask = cv2.resize(result.mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        boxes = crop_boxes(full_mask, result.anomaly_count, crop_settings)
+        whole_image = not boxes
+        if whole_image:
+            boxes = [(0, 0, shape[1], shape[0])]
+        normalised = _normalised(anomaly_map, mebin.min_th_, mebin.max_th_)
+        image = read_image(map_set.image_paths[index]) if load_crops else None
+        if image is not None and image.shape[:2] != shape:
+            msg = f"image {map_set.image_paths[index]} is {image.shape[:2]}, but its map set says {shape}"
+            raise ValueError(msg)
+        for box in boxes:
+            x0, y0, x1, y1 = box
+            mask = full_mask[y0:y1, x0:x1].astype(bool)
+            mx0, my0, mx1, my1 = _box_on_map(box, shape, anomaly_map.shape)
+            region = Region(
+                image_index=index,
+                box=box,
+                area=0 if whole_image else int(mask.sum()),
+                score=float(normalised[my0:my1, mx0:mx1].max()),
+                whole_image=whole_image,
+            )
+            if image is not None:
+                region.crop = image[y0:y1, x0:x1].copy()
+                region.mask = np.zeros_like(mask) if whole_image else mask
+            regions.append(region)
+    return RegionSet(regions=regions, map_set=map_set, binarization=results, mebin=mebin)
