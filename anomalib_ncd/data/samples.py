@@ -52,8 +52,10 @@ def make_sample_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
     table["is_normal"] = table["is_normal"].astype(bool)
     table["image_path"] = table["image_path"].map(lambda p: str(p) if p is not None else p)
-    table["mask_path"] = table["mask_path"].map(lambda p: str(p) if p is not None and not pd.isna(p) else None)
-    table = table.astype({"mask_path": object, "boxes": object})
+    # Built as an object Series: pandas >= 3 would infer a string dtype and turn None into NaN.
+    mask_paths = [str(p) if p is not None and not pd.isna(p) else None for p in table["mask_path"]]
+    table["mask_path"] = pd.Series(mask_paths, index=table.index, dtype=object)
+    table = table.astype({"boxes": object})
     validate_sample_table(table)
     return table
 

@@ -10,7 +10,7 @@ this is the number of components of ``{level > j}`` for every ``j``. This module
 computes all of them from a single quantised image:
 
 * levels that no pixel takes cannot change the foreground, so the count of the
-  level above is reused instead of labelling again;
+  next level up is reused instead of labelling again;
 * each remaining level set is labelled only inside its bounding box, which is
   small for the typical anomaly map (background sits at level 0).
 
@@ -64,20 +64,21 @@ def component_counts(levels: np.ndarray, n_levels: int, connectivity: int = 8) -
     if not histogram[1:].any():
         return counts
 
-    # Bounding box of every level set {levels > j}, from the row and column maxima.
-    above_rows = levels.max(axis=1)[None, :] > np.arange(n_levels)[:, None]
-    above_cols = levels.max(axis=0)[None, :] > np.arange(n_levels)[:, None]
-    top = above_rows.argmax(axis=1)
-    bottom = above_rows.shape[1] - above_rows[:, ::-1].argmax(axis=1)
-    left = above_cols.argmax(axis=1)
-    right = above_cols.shape[1] - above_cols[:, ::-1].argmax(axis=1)
+    # Only levels some pixel takes change the foreground; every other j repeats the next level up.
+    changes = np.flatnonzero(histogram[1:])  # the j at which {levels > j} differs from {levels > j + 1}
+    # Bounding box of each of those level sets, from the row and column maxima.
+    above_rows = levels.max(axis=1)[None, :] > changes[:, None]
+    above_cols = levels.max(axis=0)[None, :] > changes[:, None]
+    tops = above_rows.argmax(axis=1).tolist()
+    bottoms = (above_rows.shape[1] - above_rows[:, ::-1].argmax(axis=1)).tolist()
+    lefts = above_cols.argmax(axis=1).tolist()
+    rights = (above_cols.shape[1] - above_cols[:, ::-1].argmax(axis=1)).tolist()
 
-    current = 0
-    # Sweep from the highest level down: a level no pixel takes leaves {levels > j} unchanged.
-    for j in range(n_levels - 1, -1, -1):
-        if histogram[j + 1]:
-            window = levels[top[j] : bottom[j], left[j] : right[j]]
-            _, foreground = cv2.threshold(window, j, 1, cv2.THRESH_BINARY)
-            current = cv2.connectedComponents(foreground, connectivity=connectivity)[0] - 1
-        counts[j] = current
-    return counts
+    found = []
+    for k, j in enumerate(changes.tolist()):
+        window = levels[tops[k] : bottoms[k], lefts[k] : rights[k]]
+        _, foreground = cv2.threshold(window, j, 1, cv2.THRESH_BINARY)
+        found.append(cv2.connectedComponents(foreground, connectivity=connectivity)[0] - 1)
+    # counts[j] is the count at the smallest changing level >= j, or 0 above the highest one.
+    nearest_change = np.searchsorted(changes, np.arange(n_levels), side="left")
+    return np.append(np.asarray(found, dtype=np.int64), 0)[nearest_change]

@@ -369,16 +369,16 @@ class MEBin:
             ValueError: If a map is not 2-D, empty, or not finite, or ``output_sizes``
                 does not match ``maps``.
         """
-        self._fitted_range()  # fail before validating the maps
+        plan = self._plan()
         self._warn_about_range()
         map_list = _as_map_list(maps)
         sizes = _per_map_sizes(output_sizes, len(map_list))
         indices = range(len(map_list))
         workers = min(self.n_jobs or _cpu_count(), len(map_list))
         if workers <= 1:
-            return [self._binarize(map_list[i], i, sizes[i]) for i in indices]
+            return [plan.binarize(map_list[i], i, sizes[i]) for i in indices]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(lambda i: self._binarize(map_list[i], i, sizes[i]), indices))
+            return list(pool.map(lambda i: plan.binarize(map_list[i], i, sizes[i]), indices))
 
     def fit_transform(
         self,
@@ -396,34 +396,71 @@ class MEBin:
         """
         return self.fit(maps).transform(maps, output_sizes)
 
-    def _binarize(self, anomaly_map: np.ndarray, index: int, output_size: tuple[int, int] | None) -> MEBinResult:
+    def _plan(self) -> "_Plan":
+        if self.min_th_ is None or self.max_th_ is None:
+            msg = "MEBin has no search range: call fit(), partial_fit() or set_range() first"
+            raise RuntimeError(msg)
+        thresholds = self.thresholds
+        return _Plan(
+            min_th=self.min_th_,
+            max_th=self.max_th_,
+            step=self.step,
+            n_thresholds=len(thresholds),
+            # Entry k: number of thresholds <= k, i.e. below ceil(norm) = k + 1 (thresholds are >= 1).
+            level_table=np.searchsorted(np.sort(thresholds), np.arange(256), side="right").astype(np.uint8),
+            kernel=np.ones((self.kernel_size, self.kernel_size), dtype=np.uint8) if self.erode else None,
+            connectivity=self.connectivity,
+            min_interval_len=self.min_interval_len,
+            integer_threshold=self.integer_threshold,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(step={self.step}, min_interval_len={self.min_interval_len}, erode={self.erode}, "
+            f"kernel_size={self.kernel_size}, connectivity={self.connectivity}, lower_bound={self.lower_bound!r}, "
+            f"integer_threshold={self.integer_threshold}, n_jobs={self.n_jobs})"
+        )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything one map needs, fixed once per ``transform`` call (and shared by its threads)."""
+
+    min_th: float
+    max_th: float
+    step: int
+    n_thresholds: int
+    level_table: np.ndarray
+    kernel: np.ndarray | None
+    connectivity: int
+    min_interval_len: int
+    integer_threshold: bool | None
+
+    def binarize(self, anomaly_map: np.ndarray, index: int, output_size: tuple[int, int] | None) -> MEBinResult:
         _peak_and_minimum(anomaly_map, index)  # validates shape and finiteness
-        min_th, max_th = self._fitted_range()
-        values = anomaly_map.astype(np.float64, copy=False)
-        n_thresholds = len(self.thresholds)
-        if max_th > min_th:
-            levels = self._quantise(values, min_th, max_th)
-            if self.erode:
-                levels = cv2.erode(levels, self._kernel)
+        if self.max_th > self.min_th:
+            levels = self.quantise(anomaly_map)
+            if self.kernel is not None:
+                levels = cv2.erode(levels, self.kernel)
             # component_counts is indexed by ascending level; the sequence runs from high thresholds to low.
-            count_sequence = component_counts(levels, n_thresholds, self.connectivity)[::-1].copy()
+            count_sequence = component_counts(levels, self.n_thresholds, self.connectivity)[::-1].copy()
         else:
-            count_sequence = np.zeros(n_thresholds, dtype=np.int64)
+            count_sequence = np.zeros(self.n_thresholds, dtype=np.int64)
         interval = select_stable_interval(count_sequence, self.min_interval_len)
 
         if interval is None:
             normalized_threshold = _NORMALISED_MAX
-            threshold = max_th
+            threshold = self.max_th
             mask = np.zeros(anomaly_map.shape, dtype=bool)
         else:
             normalized_threshold = _NORMALISED_MAX - interval[1] * self.step
             # Same operation order as the reference, in float64.
-            threshold = normalized_threshold * (max_th - min_th) / _NORMALISED_MAX + min_th
-            if self._truncates(anomaly_map):
+            threshold = normalized_threshold * (self.max_th - self.min_th) / _NORMALISED_MAX + self.min_th
+            if self.truncates(anomaly_map):
                 threshold = float(int(threshold))
-            binary = np.greater(values, threshold).view(np.uint8)
-            if self.erode:
-                binary = cv2.erode(binary, self._kernel)
+            binary = _greater(anomaly_map, threshold).view(np.uint8)
+            if self.kernel is not None:
+                binary = cv2.erode(binary, self.kernel)
             mask = binary.view(bool)
         if output_size is not None and tuple(output_size) != mask.shape:
             height, width = output_size
@@ -437,41 +474,30 @@ class MEBin:
             stable_interval=interval,
         )
 
-    def _fitted_range(self) -> tuple[float, float]:
-        if self.min_th_ is None or self.max_th_ is None:
-            msg = "MEBin has no search range: call fit(), partial_fit() or set_range() first"
-            raise RuntimeError(msg)
-        return self.min_th_, self.max_th_
-
-    def _quantise(self, values: np.ndarray, min_th: float, max_th: float) -> np.ndarray:
+    def quantise(self, anomaly_map: np.ndarray) -> np.ndarray:
         """Level of each pixel: how many sweep thresholds its normalised value exceeds."""
-        normalised = (values - min_th) / (max_th - min_th) * _NORMALISED_MAX
-        # For an integer t, norm > t iff ceil(norm) > t: exact, unlike scaling by the step.
-        # Pixels below min_th are negative here and land on level 0, as the reference's 0.
+        levels = np.zeros(anomaly_map.shape, dtype=np.uint8)
+        # Only pixels above min_th can get a level above 0: quantise just their bounding box.
+        rows = np.flatnonzero(anomaly_map.max(axis=1).astype(np.float64) > self.min_th)
+        if rows.size == 0:
+            return levels
+        cols = np.flatnonzero(anomaly_map.max(axis=0).astype(np.float64) > self.min_th)
+        window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        values = anomaly_map[window].astype(np.float64)
+        normalised = (values - self.min_th) / (self.max_th - self.min_th) * _NORMALISED_MAX
+        # For an integer t, norm > t iff ceil(norm) > t: exact, unlike dividing by the step. Clipping to
+        # [1, 256] first changes no level (thresholds are in [1, 255]) and lets ceil(norm) - 1 index a
+        # 256-entry table; pixels below min_th (the reference's 0) are negative here and get level 0.
+        np.clip(normalised, 1, _NORMALISED_MAX + 1, out=normalised)
         np.ceil(normalised, out=normalised)
-        np.clip(normalised, 0, _NORMALISED_MAX + 1, out=normalised)
-        return self._level_table[normalised.astype(np.intp)]
+        normalised -= 1
+        levels[window] = cv2.LUT(normalised.astype(np.uint8), self.level_table)
+        return levels
 
-    @property
-    def _level_table(self) -> np.ndarray:
-        # Entry c: number of thresholds below the integer c, for c in 0..256.
-        return np.searchsorted(np.sort(self.thresholds), np.arange(_NORMALISED_MAX + 2), side="left").astype(np.uint8)
-
-    @property
-    def _kernel(self) -> np.ndarray:
-        return np.ones((self.kernel_size, self.kernel_size), dtype=np.uint8)
-
-    def _truncates(self, anomaly_map: np.ndarray) -> bool:
+    def truncates(self, anomaly_map: np.ndarray) -> bool:
         if self.integer_threshold is None:
             return bool(np.issubdtype(anomaly_map.dtype, np.integer) or anomaly_map.dtype == np.bool_)
         return self.integer_threshold
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(step={self.step}, min_interval_len={self.min_interval_len}, erode={self.erode}, "
-            f"kernel_size={self.kernel_size}, connectivity={self.connectivity}, lower_bound={self.lower_bound!r}, "
-            f"integer_threshold={self.integer_threshold}, n_jobs={self.n_jobs})"
-        )
 
 
 def _cpu_count() -> int:
@@ -500,6 +526,17 @@ def _peak_and_minimum(anomaly_map: np.ndarray, index: int) -> tuple[float, float
         msg = f"anomaly map {index} contains NaN or infinite values"
         raise ValueError(msg)
     return peak, low
+
+
+def _greater(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
+    """``anomaly_map > threshold`` decided in float64, without converting a float32 map."""
+    if anomaly_map.dtype == np.float32:
+        # a > t iff a > (largest float32 <= t) for any float32 a.
+        bound = np.float32(threshold)
+        if float(bound) > threshold:
+            bound = np.nextafter(bound, np.float32(-np.inf))
+        return anomaly_map > bound
+    return anomaly_map.astype(np.float64, copy=False) > threshold
 
 
 def _per_map_sizes(

@@ -59,7 +59,7 @@ def mvtec_root(tmp_path: Path) -> Path:
 def make_mtd(root: Path, counts: dict[str, int], order: list[int] | None = None) -> Path:
     """Write an MTD-like layout; ``order`` permutes the creation order of the files of each folder."""
     for defect_type, count in counts.items():
-        indices = order if order is not None else list(range(count))
+        indices = [index for index in order if index < count] if order is not None else list(range(count))
         for index in indices:
             stem = f"exp{index % 3}_num_{1000 + index}"
             write_image(root / f"MT_{defect_type}" / "Imgs" / f"{stem}.jpg", seed=index)
