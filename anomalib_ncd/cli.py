@@ -104,13 +104,13 @@ def regions(
     Returns:
         The run folder.
     """
-    from lightning.pytorch import seed_everything  # noqa: PLC0415 - heavy import
+    from lightning.pytorch import seed_everything
 
-    from anomalib_ncd.data import to_anomalib_datamodule  # noqa: PLC0415
-    from anomalib_ncd.detector import make_patchcore, train_detector  # noqa: PLC0415
-    from anomalib_ncd.maps.folder import load_map_folder  # noqa: PLC0415
-    from anomalib_ncd.maps.from_anomalib import predict_maps  # noqa: PLC0415
-    from anomalib_ncd.regions.extract import extract_regions  # noqa: PLC0415
+    from anomalib_ncd.data import to_anomalib_datamodule
+    from anomalib_ncd.detector import make_patchcore, train_detector
+    from anomalib_ncd.maps.folder import load_map_folder
+    from anomalib_ncd.maps.from_anomalib import predict_maps
+    from anomalib_ncd.regions.extract import extract_regions
 
     seed_everything(seed, workers=True, verbose=False)
     output_root = Path(output)

@@ -32,7 +32,7 @@ def make_patchcore(
     layers: list[str] | None = None,
     pre_trained: bool = True,
     coreset_sampling_ratio: float = 0.01,
-    **kwargs: Any,  # noqa: ANN401 - forwarded to anomalib's Patchcore
+    **kwargs: Any,
 ) -> Patchcore:
     """Build anomalib's Patchcore on a backbone whose weights may come from a local package.
 
@@ -47,7 +47,7 @@ def make_patchcore(
     Returns:
         The (untrained) Patchcore model.
     """
-    from anomalib.models import Patchcore  # noqa: PLC0415 - heavy import
+    from anomalib.models import Patchcore
 
     if pre_trained and backbone in OFFLINE_WEIGHTS:
         ensure_backbone(backbone)
@@ -67,10 +67,10 @@ def make_patchcore(
 
 
 def train_detector(
-    model: Any,  # noqa: ANN401 - any AnomalibModule
+    model: Any,
     datamodule: AnomalibDataModule,
     root_dir: str | Path = "results",
-    **engine_kwargs: Any,  # noqa: ANN401 - forwarded to anomalib's Engine
+    **engine_kwargs: Any,
 ) -> Engine:
     """Fit an anomalib model with anomalib's Engine (results in anomalib's layout under ``root_dir``).
 
@@ -83,7 +83,7 @@ def train_detector(
     Returns:
         The engine, holding the trained model and its checkpoint.
     """
-    from anomalib.engine import Engine  # noqa: PLC0415
+    from anomalib.engine import Engine
 
     engine_kwargs.setdefault("logger", False)
     engine = Engine(default_root_dir=str(root_dir), **engine_kwargs)

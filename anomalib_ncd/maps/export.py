@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from anomalib_ncd.data.image_io import read_image_size
 from anomalib_ncd.io import atomic_write_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -145,9 +146,7 @@ class AnomalyMapExporter(AnomalyMapCollector):
                 np.save(handle, record["anomaly_map"])
             height = width = None
             if record["image_path"] and Path(record["image_path"]).is_file():
-                from anomalib_ncd.maps.map_set import image_size  # noqa: PLC0415 - avoids a cycle
-
-                height, width = image_size(record["image_path"])
+                height, width = read_image_size(record["image_path"])
             self._rows.append(
                 {
                     "map_file": relative.as_posix(),

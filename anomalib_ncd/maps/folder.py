@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from anomalib_ncd.io import read_image
+from anomalib_ncd.data.image_io import read_image
 from anomalib_ncd.maps.export import INDEX_FILE
 from anomalib_ncd.maps.map_set import AnomalyMapSet, MapError, check_map
 
@@ -55,7 +55,7 @@ def read_map_file(path: str | Path) -> np.ndarray:
         elif suffix in {".tif", ".tiff"}:
             array = tifffile.imread(file)
         elif suffix == ".png":
-            array = read_image(file, grey=True).astype(np.float32) / 255.0
+            array = read_image(file, colour=False).astype(np.float32) / 255.0
         else:
             msg = f"unsupported anomaly-map format {suffix!r}: {file} (use {', '.join(MAP_SUFFIXES)})"
             raise MapError(msg)

@@ -41,7 +41,7 @@ def load_anomalib_model(checkpoint: str | Path, model: str | type | None = None)
         FileNotFoundError: when the checkpoint does not exist.
         ValueError: when the model class cannot be found or the file is not an anomalib checkpoint.
     """
-    from anomalib.models import AnomalibModule, get_model  # noqa: PLC0415 - heavy import, only when used
+    from anomalib.models import AnomalibModule, get_model
 
     path = Path(checkpoint)
     if not path.is_file():
@@ -83,7 +83,7 @@ def _model_name_from_results_path(path: Path) -> str:
 
 def _add_callback(engine: Engine, callback: AnomalyMapCollector) -> None:
     """Add ``callback`` ahead of the model's own callbacks, whether or not the trainer exists yet."""
-    from anomalib.engine.engine import UnassignedError  # noqa: PLC0415
+    from anomalib.engine.engine import UnassignedError
 
     try:
         engine.trainer.callbacks.insert(0, callback)
@@ -93,7 +93,7 @@ def _add_callback(engine: Engine, callback: AnomalyMapCollector) -> None:
 
 
 def _remove_callback(engine: Engine, callback: AnomalyMapCollector) -> None:
-    from anomalib.engine.engine import UnassignedError  # noqa: PLC0415
+    from anomalib.engine.engine import UnassignedError
 
     try:
         callbacks = engine.trainer.callbacks
@@ -132,8 +132,8 @@ def predict_maps(
     Raises:
         MapError: when the model produced no anomaly maps.
     """
-    from anomalib.data import AnomalibDataModule as DataModule  # noqa: PLC0415
-    from anomalib.engine import Engine as AnomalibEngine  # noqa: PLC0415
+    from anomalib.data import AnomalibDataModule as DataModule
+    from anomalib.engine import Engine as AnomalibEngine
 
     collector = AnomalyMapCollector()
     if engine is None:

@@ -16,39 +16,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from anomalib_ncd.data.image_io import read_image_size
 from anomalib_ncd.data.samples import validate_sample_table
 
 
 class MapError(ValueError):
     """Raised when an anomaly map is unusable; the message names the map's image or file."""
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """Return ``(height, width)`` of an image file by reading only its header.
-
-    Args:
-        path: the image file.
-
-    Returns:
-        ``(height, width)``.
-
-    Raises:
-        FileNotFoundError: when the file does not exist.
-        ValueError: when the file is not a readable image.
-    """
-    file = Path(path)
-    if not file.is_file():
-        msg = f"image not found: {file}"
-        raise FileNotFoundError(msg)
-    try:
-        with Image.open(file) as image:
-            width, height = image.size
-    except (OSError, SyntaxError) as error:
-        msg = f"cannot read image (corrupt or unsupported format): {file}"
-        raise ValueError(msg) from error
-    return height, width
 
 
 def check_map(anomaly_map: np.ndarray, name: str) -> np.ndarray:
@@ -140,7 +114,7 @@ class AnomalyMapSet:
         self.image_paths = [str(path) for path in self.image_paths]
         self.maps = [check_map(m, path) for m, path in zip(self.maps, self.image_paths, strict=True)]
         if not self.image_shapes:
-            self.image_shapes = [image_size(path) for path in self.image_paths]
+            self.image_shapes = [read_image_size(path) for path in self.image_paths]
         self.image_shapes = [(int(h), int(w)) for h, w in self.image_shapes]
         for name in ("image_shapes", "defect_types", "is_normal", "mask_paths", "scores"):
             values = getattr(self, name)

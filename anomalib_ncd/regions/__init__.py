@@ -1,0 +1,1 @@
+"""Regions out: MEBin binarisation, anomaly-centred crops, the anomalib post-processor."""

@@ -57,12 +57,15 @@ def component_counts(levels: np.ndarray, n_levels: int, connectivity: int = 8) -
     counts = np.zeros(n_levels, dtype=np.int64)
     if levels.size == 0:
         return counts
-    histogram = np.bincount(levels.ravel(), minlength=n_levels + 1)
-    if histogram.size > n_levels + 1:
-        msg = f"levels must not exceed n_levels={n_levels}, found {histogram.size - 1}"
-        raise ValueError(msg)
-    if not histogram[1:].any():
+    # Everything happens inside the bounding box of the non-zero pixels, often a small part of the map.
+    left, top, width, height = cv2.boundingRect(levels)
+    if width == 0:
         return counts
+    levels = levels[top : top + height, left : left + width]
+    if int(levels.max()) > n_levels:
+        msg = f"levels must not exceed n_levels={n_levels}, found {int(levels.max())}"
+        raise ValueError(msg)
+    histogram = np.bincount(levels.ravel(), minlength=n_levels + 1)
 
     # Only levels some pixel takes change the foreground; every other j repeats the next level up.
     changes = np.flatnonzero(histogram[1:])  # the j at which {levels > j} differs from {levels > j + 1}

@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from anomalib_ncd.io import atomic_write_path, atomic_write_text, read_image
+from anomalib_ncd.data.image_io import read_image
+from anomalib_ncd.io import atomic_write_path, atomic_write_text
 from anomalib_ncd.maps.map_set import AnomalyMapSet
 from anomalib_ncd.regions.crops import Box, CropSettings, Region, crop_boxes
 from anomalib_ncd.regions.mebin import MEBin, MEBinResult

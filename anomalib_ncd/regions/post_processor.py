@@ -91,7 +91,7 @@ class MEBinPostProcessor(PostProcessor):
         connectivity: int = 8,
         lower_bound: LowerBound = "min_peak",
         integer_threshold: bool | None = None,
-        n_jobs: int | None = None,
+        n_jobs: int | None = 1,
         score_range: Sequence[float] | None = None,
         **kwargs: Any,
     ) -> None:

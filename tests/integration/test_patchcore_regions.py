@@ -1,12 +1,14 @@
 """Real anomalib Patchcore -> raw maps through Engine.predict -> MEBin -> regions on the true defects."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
 from anomalib_ncd.backbones.offline_weights import OFFLINE_WEIGHTS, WeightsNotFoundError, ensure_backbone
+from anomalib_ncd.data.image_io import read_mask_file
 from anomalib_ncd.data.synthetic import generate_synthetic_dataset
-from anomalib_ncd.io import read_mask
 from anomalib_ncd.maps.from_anomalib import predict_maps
 from anomalib_ncd.regions.extract import extract_regions
 
@@ -45,11 +47,11 @@ def patchcore_maps(tmp_path_factory):
     engine = Engine(max_epochs=1, default_root_dir=root / "results", logger=False, accelerator="cpu")
     engine.fit(model=model, datamodule=datamodule)
     maps = predict_maps(model, datamodule, samples=table, accelerator="cpu")
-    return table, maps
+    return table, maps, model
 
 
 def test_maps_cover_the_test_set_with_types(patchcore_maps):
-    table, maps = patchcore_maps
+    table, maps, _ = patchcore_maps
     assert len(maps) == int((table["split"] == "test").sum())
     assert set(maps.defect_types) == {"good", "scratch", "hole", "stain", "crack"}
     assert all(shape == (112, 176) for shape in maps.image_shapes)
@@ -68,10 +70,10 @@ def _iou(a, b):
 
 
 def test_regions_overlap_the_true_defects(patchcore_maps):
-    _, maps = patchcore_maps
+    _, maps, _ = patchcore_maps
     regions = extract_regions(maps)
     defect_images = [i for i in range(len(maps)) if not maps.is_normal[i]]
-    truths = {i: read_mask(maps.mask_paths[i]) for i in defect_images}
+    truths = {i: read_mask_file(maps.mask_paths[i]) for i in defect_images}
     predicted = {i: _resized(regions.binarization[i].mask, truths[i].shape) for i in defect_images}
     recalls, box_fractions = [], []
     for index in defect_images:
@@ -95,3 +97,27 @@ def test_regions_overlap_the_true_defects(patchcore_maps):
     assert np.mean(box_fractions) < 0.5
     assert np.mean(ious) > 0.15
     assert np.mean(ious) > 3 * np.mean(shuffled)
+
+
+def test_exporter_writes_raw_maps_through_engine_predict(patchcore_maps, tmp_path):
+    from anomalib.engine import Engine
+
+    from anomalib_ncd.maps.export import AnomalyMapExporter
+    from anomalib_ncd.maps.folder import load_map_folder
+
+    _, maps, model = patchcore_maps
+    exporter = AnomalyMapExporter(tmp_path / "exported")
+    engine = Engine(callbacks=[exporter], logger=False, accelerator="cpu", default_root_dir=tmp_path)
+    test_images = [p for p in maps.image_paths if "/test/" in p][:5]
+    folder = tmp_path / "some_images"
+    folder.mkdir()
+    for path in test_images:
+        (folder / path.replace("/", "_")).symlink_to(path)
+    engine.predict(model=model, data_path=folder)
+    loaded = load_map_folder(tmp_path / "exported")
+    assert len(loaded) == 5
+    by_path = dict(zip(maps.image_paths, maps.maps, strict=True))
+    for path, anomaly_map in zip(loaded.image_paths, loaded.maps, strict=True):
+        original = by_path[str(Path(path).resolve())]
+        np.testing.assert_allclose(anomaly_map, original, rtol=1e-4, atol=1e-4)  # the raw maps, unclipped
+    assert max(float(m.max()) for m in loaded.maps) > 1.0  # anomalib's normalised maps would stop at 1

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anomalib_ncd.regions.mebin import MEBin, MEBinResult, select_stable_interval
+from anomalib_ncd.regions.mebin import MEBin, MEBinResult, _greater, select_stable_interval
 
 # ----------------------------------------------------------------------------------------------
 # Straightforward reference: one binarisation, erosion and labelling per threshold, as the
@@ -407,7 +407,7 @@ def map_sets(draw: st.DrawFn) -> list[np.ndarray]:
     return maps
 
 
-@settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     maps=map_sets(),
     step=st.sampled_from([4, 4, 3, 7, 1]),
@@ -466,3 +466,17 @@ def test_random_uint8_maps_match_reference(maps: list[np.ndarray]) -> None:
         ours = mebin.fit_transform(maps)
     if mebin.max_th_ > mebin.min_th_:
         assert_same(ours, reference_mebin(maps, mebin.min_th_, mebin.max_th_))
+
+
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(
+    values=st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=30),
+    threshold=st.floats(-1e6, 1e6),
+)
+def test_float32_comparison_is_decided_in_float64(values: list[float], threshold: float) -> None:
+    # The final mask compares a float32 map with a float64 threshold without converting the map.
+    anomaly_map = np.array(values, np.float32).reshape(1, -1)
+    probes = np.concatenate([anomaly_map, np.float32([[np.float32(threshold)]])], axis=1)
+    mebin = MEBin(n_jobs=1, kernel_size=1, min_interval_len=1).set_range(threshold - 1.0, threshold)
+    assert np.array_equal(_greater(probes, threshold), probes.astype(np.float64) > threshold)
+    assert mebin.transform([anomaly_map])[0].mask.shape == anomaly_map.shape
