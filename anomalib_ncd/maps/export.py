@@ -90,22 +90,12 @@ class AnomalyMapCollector(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Take the raw maps of a predicted batch."""
+        """Take the raw maps of a predicted (or tested) batch."""
         del trainer, pl_module, batch, batch_idx, dataloader_idx
         self._take(outputs)
 
-    def on_test_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        """Take the raw maps of a tested batch."""
-        del trainer, pl_module, batch, batch_idx, dataloader_idx
-        self._take(outputs)
+    # testing a model gives the same raw maps
+    on_test_batch_end = on_predict_batch_end
 
 
 class AnomalyMapExporter(AnomalyMapCollector):
