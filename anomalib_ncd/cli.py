@@ -159,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         The exit code.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    # anomalib's short form of --config, accepted after the subcommand too
+    arguments = ["--config" if argument == "-c" else argument for argument in arguments]
     try:
-        auto_cli({"regions": regions}, args=argv, as_positional=False)
+        auto_cli({"regions": regions}, args=arguments, as_positional=False)
     except USER_ERRORS as error:
         print(f"anomalib-ncd: error: {error}", file=sys.stderr)
         return 2

@@ -66,3 +66,13 @@ def test_maps_that_do_not_match_images(dataset_with_maps, tmp_path, capsys):
     cv2.imwrite(str(stray), np.zeros((8, 8), np.uint8))
     assert main(["regions", "--data", str(data), "--maps", str(maps_dir), "--output", str(tmp_path / "o")]) == 2
     assert "999" in capsys.readouterr().err
+
+
+def test_ready_configs_parse(capsys):
+    from pathlib import Path
+
+    for config in sorted((Path(__file__).parents[3] / "configs").glob("regions_*.yaml")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["regions", "-c", str(config), "--print_config"])
+        assert exit_info.value.code == 0
+        assert "working_long_side: 256" in capsys.readouterr().out
