@@ -47,11 +47,11 @@ def patchcore_maps(tmp_path_factory):
     engine = Engine(max_epochs=1, default_root_dir=root / "results", logger=False, accelerator="cpu")
     engine.fit(model=model, datamodule=datamodule)
     maps = predict_maps(model, datamodule, samples=table, accelerator="cpu")
-    return table, maps, model
+    return table, maps, model, root
 
 
 def test_maps_cover_the_test_set_with_types(patchcore_maps):
-    table, maps, _ = patchcore_maps
+    table, maps, _, _ = patchcore_maps
     assert len(maps) == int((table["split"] == "test").sum())
     assert set(maps.defect_types) == {"good", "scratch", "hole", "stain", "crack"}
     assert all(shape == (112, 176) for shape in maps.image_shapes)
@@ -70,7 +70,7 @@ def _iou(a, b):
 
 
 def test_regions_overlap_the_true_defects(patchcore_maps):
-    _, maps, _ = patchcore_maps
+    _, maps, _, _ = patchcore_maps
     regions = extract_regions(maps)
     defect_images = [i for i in range(len(maps)) if not maps.is_normal[i]]
     truths = {i: read_mask_file(maps.mask_paths[i]) for i in defect_images}
@@ -105,7 +105,7 @@ def test_exporter_writes_raw_maps_through_engine_predict(patchcore_maps, tmp_pat
     from anomalib_ncd.maps.export import AnomalyMapExporter
     from anomalib_ncd.maps.folder import load_map_folder
 
-    _, maps, model = patchcore_maps
+    _, maps, model, _ = patchcore_maps
     exporter = AnomalyMapExporter(tmp_path / "exported")
     engine = Engine(callbacks=[exporter], logger=False, accelerator="cpu", default_root_dir=tmp_path)
     test_images = [p for p in maps.image_paths if "/test/" in p][:5]
@@ -121,3 +121,43 @@ def test_exporter_writes_raw_maps_through_engine_predict(patchcore_maps, tmp_pat
         original = by_path[str(Path(path).resolve())]
         np.testing.assert_allclose(anomaly_map, original, rtol=1e-4, atol=1e-4)  # the raw maps, unclipped
     assert max(float(m.max()) for m in loaded.maps) > 1.0  # anomalib's normalised maps would stop at 1
+
+
+def test_exporter_in_anomalib_predict_cli(patchcore_maps, tmp_path):
+    """`anomalib predict` (anomalib's own CLI, another process) with the exporter as a trainer callback."""
+    import subprocess
+    import sys
+
+    from anomalib_ncd.maps.folder import load_map_folder
+
+    _, maps, model, root = patchcore_maps
+    checkpoint = next((root / "results").rglob("model.ckpt"))
+    anomalib_cli = Path(sys.executable).with_name("anomalib")
+    command = [
+        str(anomalib_cli),
+        "predict",
+        "--model",
+        "anomalib.models.Patchcore",
+        "--model.backbone",
+        model.model.backbone.split(".")[0],
+        "--model.layers",
+        str(list(model.model.layers)),
+        "--model.pre_trained",
+        "false",  # the checkpoint holds the backbone weights too
+        "--ckpt_path",
+        str(checkpoint),
+        "--data",
+        str(root / "brick" / "test" / "hole"),
+        "--trainer.callbacks+=anomalib_ncd.AnomalyMapExporter",
+        "--trainer.callbacks.output_dir",
+        str(tmp_path / "cli"),
+        "--trainer.accelerator",
+        "cpu",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    exported = load_map_folder(tmp_path / "cli")
+    assert len(exported) == 4
+    by_path = dict(zip(maps.image_paths, maps.maps, strict=True))
+    for path, anomaly_map in zip(exported.image_paths, exported.maps, strict=True):
+        np.testing.assert_allclose(anomaly_map, by_path[str(Path(path).resolve())], rtol=1e-4, atol=1e-4)
