@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from anomalib_ncd.data.image_io import read_image
+from anomalib_ncd.data.image_io import read_image, read_image_size
+from anomalib_ncd.data.masks import read_row_mask
 from anomalib_ncd.io import atomic_write_path, atomic_write_text
 from anomalib_ncd.maps.map_set import AnomalyMapSet
 from anomalib_ncd.regions.crops import Box, CropSettings, Region, crop_boxes
@@ -34,13 +35,14 @@ class RegionSet:
         regions: all regions, grouped by image in image order (largest region first).
         map_set: the anomaly maps the regions were extracted from.
         binarization: MEBin's result per image (masks at the working resolution).
-        mebin: the fitted MEBin (its range applies to new maps of the same detector).
+        mebin: the fitted MEBin (its range applies to new maps of the same detector); ``None`` for
+            ground-truth regions.
     """
 
     regions: list[Region]
     map_set: AnomalyMapSet
     binarization: list[MEBinResult]
-    mebin: MEBin
+    mebin: MEBin | None
 
     def __len__(self) -> int:
         return len(self.regions)
@@ -171,27 +173,80 @@ def extract_regions(
     for index, (result, anomaly_map, shape) in enumerate(zip(results, aligned, map_set.image_shapes, strict=True)):
         full_mask = cv2.resize(result.mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
         boxes = crop_boxes(full_mask, result.anomaly_count, crop_settings)
-        whole_image = not boxes
-        if whole_image:
-            boxes = [(0, 0, shape[1], shape[0])]
         normalised = _normalised(anomaly_map, mebin.min_th_, mebin.max_th_)
-        image = read_image(map_set.image_paths[index]) if load_crops else None
-        if image is not None and image.shape[:2] != shape:
-            msg = f"image {map_set.image_paths[index]} is {image.shape[:2]}, but its map set says {shape}"
-            raise ValueError(msg)
-        for box in boxes:
-            x0, y0, x1, y1 = box
-            mask = full_mask[y0:y1, x0:x1].astype(bool)
-            mx0, my0, mx1, my1 = _box_on_map(box, shape, anomaly_map.shape)
-            region = Region(
-                image_index=index,
-                box=box,
-                area=0 if whole_image else int(mask.sum()),
-                score=float(normalised[my0:my1, mx0:mx1].max()),
-                whole_image=whole_image,
-            )
-            if image is not None:
-                region.crop = image[y0:y1, x0:x1].copy()
-                region.mask = np.zeros_like(mask) if whole_image else mask
-            regions.append(region)
+        regions += _cut(map_set, index, full_mask, boxes, normalised, load_crops)
     return RegionSet(regions=regions, map_set=map_set, binarization=results, mebin=mebin)
+
+
+def _cut(
+    map_set: AnomalyMapSet,
+    index: int,
+    full_mask: np.ndarray,
+    boxes: list[Box],
+    score_map: np.ndarray,
+    load_crops: bool,
+) -> list[Region]:
+    """Regions of one image from its boxes; a whole-image region when there is no box."""
+    shape = map_set.image_shapes[index]
+    whole_image = not boxes
+    if whole_image:
+        boxes = [(0, 0, shape[1], shape[0])]
+    image = read_image(map_set.image_paths[index]) if load_crops else None
+    if image is not None and image.shape[:2] != shape:
+        msg = f"image {map_set.image_paths[index]} is {image.shape[:2]}, but its map set says {shape}"
+        raise ValueError(msg)
+    regions = []
+    for box in boxes:
+        x0, y0, x1, y1 = box
+        mask = full_mask[y0:y1, x0:x1].astype(bool)
+        mx0, my0, mx1, my1 = _box_on_map(box, shape, score_map.shape)
+        region = Region(
+            image_index=index,
+            box=box,
+            area=0 if whole_image else int(mask.sum()),
+            score=float(score_map[my0:my1, mx0:mx1].max()),
+            whole_image=whole_image,
+        )
+        if image is not None:
+            region.crop = image[y0:y1, x0:x1].copy()
+            region.mask = np.zeros_like(mask) if whole_image else mask
+        regions.append(region)
+    return regions
+
+
+def ground_truth_regions(
+    samples: pd.DataFrame,
+    crop_settings: CropSettings | None = None,
+    load_crops: bool = True,
+) -> RegionSet:
+    """Regions cut around the ground-truth defects instead of a detector's maps.
+
+    The upper bound of the pipeline: it measures discovery when localisation is perfect (the
+    papers' "ground-truth mask" setting). Every connected defect component becomes a region (close
+    ones merged as usual) with score 1; an image without a defect gets one whole-image region
+    with score 0, as a detector that finds nothing would give.
+
+    Args:
+        samples: a sample table (see :mod:`anomalib_ncd.data.samples`) with masks or boxes.
+        crop_settings: crop parameters (AnomalyNCD's by default).
+        load_crops: read the images and keep each region's pixels and mask in memory.
+
+    Returns:
+        The regions; ``map_set`` holds the ground-truth masks as 0/1 maps and ``binarization``
+        is empty (no MEBin ran).
+    """
+    crop_settings = crop_settings or CropSettings()
+    rows = [row for _, row in samples.iterrows()]
+    shapes = [read_image_size(row["image_path"]) for row in rows]
+    masks = [read_row_mask(row, shape) for row, shape in zip(rows, shapes, strict=True)]
+    map_set = AnomalyMapSet.from_arrays(
+        [mask.astype(np.float32) for mask in masks],
+        [row["image_path"] for row in rows],
+        image_shapes=shapes,
+        samples=samples,
+    )
+    regions: list[Region] = []
+    for index, mask in enumerate(masks):
+        boxes = crop_boxes(mask, n_anomalies=mask.size, settings=crop_settings)
+        regions += _cut(map_set, index, mask, boxes, map_set.maps[index], load_crops)
+    return RegionSet(regions=regions, map_set=map_set, binarization=[], mebin=None)

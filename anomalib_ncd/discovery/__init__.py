@@ -1,0 +1,1 @@
+"""Novel defect class discovery: prototype heads, SimGCD-family losses and region fusion."""

