@@ -1,8 +1,9 @@
 """anomalib-ncd: which kind of defect does each anomalous part have?
 
-The region stage of the pipeline (anomaly maps from any anomalib detector -> MEBin ->
-anomaly-centred regions) is public here. Names are imported on first use, so that
-``import anomalib_ncd.data`` stays light (anomalib itself takes seconds to import).
+The pipeline is public here: the region stage (anomaly maps from any anomalib detector -> MEBin ->
+anomaly-centred regions) and the discovery model (:class:`AnomalyNCD`, an anomalib model).
+Names are imported on first use, so that ``import anomalib_ncd.data`` stays light (anomalib itself
+takes seconds to import).
 
 Example:
     >>> import anomalib_ncd
@@ -16,47 +17,79 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from anomalib_ncd.baselines.anomaly_clustering import AnomalyClustering
+    from anomalib_ncd.baselines.kmeans import KMeansBaseline
+    from anomalib_ncd.discovery.batch import DiscoveryBatch
+    from anomalib_ncd.discovery.guidance import GuidanceSettings
+    from anomalib_ncd.discovery.lightning_model import AnomalyNCD, DiscoveryResult, TrainingSettings
+    from anomalib_ncd.discovery.losses import LossWeights
+    from anomalib_ncd.discovery.views import ViewSettings
+    from anomalib_ncd.evaluation.clustering import clustering_report
     from anomalib_ncd.maps.export import AnomalyMapCollector, AnomalyMapExporter
     from anomalib_ncd.maps.folder import load_map_folder
     from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps
     from anomalib_ncd.maps.map_set import AnomalyMapSet, MapError
     from anomalib_ncd.regions.crops import CropSettings, Region
-    from anomalib_ncd.regions.extract import RegionSet, extract_regions
+    from anomalib_ncd.regions.extract import RegionSet, extract_regions, ground_truth_regions, regions_of_image
     from anomalib_ncd.regions.mebin import MEBin, MEBinResult
     from anomalib_ncd.regions.post_processor import MEBinPostProcessor
 
 _PUBLIC = {
+    "AnomalyClustering": "anomalib_ncd.baselines.anomaly_clustering",
     "AnomalyMapCollector": "anomalib_ncd.maps.export",
     "AnomalyMapExporter": "anomalib_ncd.maps.export",
     "AnomalyMapSet": "anomalib_ncd.maps.map_set",
+    "AnomalyNCD": "anomalib_ncd.discovery.lightning_model",
     "CropSettings": "anomalib_ncd.regions.crops",
+    "DiscoveryBatch": "anomalib_ncd.discovery.batch",
+    "DiscoveryResult": "anomalib_ncd.discovery.lightning_model",
+    "GuidanceSettings": "anomalib_ncd.discovery.guidance",
+    "KMeansBaseline": "anomalib_ncd.baselines.kmeans",
+    "LossWeights": "anomalib_ncd.discovery.losses",
     "MEBin": "anomalib_ncd.regions.mebin",
     "MEBinPostProcessor": "anomalib_ncd.regions.post_processor",
     "MEBinResult": "anomalib_ncd.regions.mebin",
     "MapError": "anomalib_ncd.maps.map_set",
     "Region": "anomalib_ncd.regions.crops",
     "RegionSet": "anomalib_ncd.regions.extract",
+    "TrainingSettings": "anomalib_ncd.discovery.lightning_model",
+    "ViewSettings": "anomalib_ncd.discovery.views",
+    "clustering_report": "anomalib_ncd.evaluation.clustering",
     "extract_regions": "anomalib_ncd.regions.extract",
+    "ground_truth_regions": "anomalib_ncd.regions.extract",
     "load_anomalib_model": "anomalib_ncd.maps.from_anomalib",
     "load_map_folder": "anomalib_ncd.maps.folder",
     "predict_maps": "anomalib_ncd.maps.from_anomalib",
+    "regions_of_image": "anomalib_ncd.regions.extract",
 }
 
 __all__ = [
+    "AnomalyClustering",
     "AnomalyMapCollector",
     "AnomalyMapExporter",
     "AnomalyMapSet",
+    "AnomalyNCD",
     "CropSettings",
+    "DiscoveryBatch",
+    "DiscoveryResult",
+    "GuidanceSettings",
+    "KMeansBaseline",
+    "LossWeights",
     "MEBin",
     "MEBinPostProcessor",
     "MEBinResult",
     "MapError",
     "Region",
     "RegionSet",
+    "TrainingSettings",
+    "ViewSettings",
+    "clustering_report",
     "extract_regions",
+    "ground_truth_regions",
     "load_anomalib_model",
     "load_map_folder",
     "predict_maps",
+    "regions_of_image",
 ]
 
 

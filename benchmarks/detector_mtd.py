@@ -30,6 +30,7 @@ from sklearn.metrics import roc_auc_score
 
 from anomalib_ncd.data import load_mtd, to_anomalib_datamodule
 from anomalib_ncd.data.masks import read_row_mask
+from anomalib_ncd.data.mtd import cap_detector_training
 from anomalib_ncd.detector import make_patchcore, train_detector
 from anomalib_ncd.maps.from_anomalib import predict_maps
 from anomalib_ncd.regions.extract import extract_regions
@@ -51,10 +52,7 @@ def main() -> None:
 
     start = time.perf_counter()
     table = load_mtd(args.mtd)
-    train_rows = table.index[table["split"] == "train"]
-    if len(train_rows) > args.max_train:
-        keep = set(np.random.default_rng(0).choice(train_rows, args.max_train, replace=False).tolist())
-        table = table[(table["split"] == "test") | table.index.isin(keep)].reset_index(drop=True)
+    table = cap_detector_training(table, args.max_train)
     test = table[table["split"] == "test"]
     print(
         f"MTD: {int((table['split'] == 'train').sum())} Free images train Patchcore; discovery set {len(test)} "

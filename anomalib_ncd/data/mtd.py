@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from anomalib_ncd.data.image_io import list_images, list_subfolders
@@ -102,3 +103,24 @@ def _mask_of(image_path: Path, required: bool) -> Path | None:
         msg = f"mask not found for {image_path}: expected {mask_path}"
         raise FileNotFoundError(msg)
     return None
+
+
+def cap_detector_training(table: pd.DataFrame, max_train: int, seed: int = 0) -> pd.DataFrame:
+    """Keep at most ``max_train`` of the detector's training images (a seeded choice), all test images.
+
+    Patchcore's greedy coreset is slow on a CPU; benchmarks cap its training set this way so that
+    the detector and the discovery benchmarks train the same detector.
+
+    Args:
+        table: a sample table with a ``split`` column.
+        max_train: the cap.
+        seed: seed of the choice.
+
+    Returns:
+        The table with the surplus training rows removed (index reset).
+    """
+    train_rows = table.index[table["split"] == "train"]
+    if len(train_rows) <= max_train:
+        return table.reset_index(drop=True)
+    keep = set(np.random.default_rng(seed).choice(train_rows, max_train, replace=False).tolist())
+    return table[(table["split"] == "test") | table.index.isin(keep)].reset_index(drop=True)

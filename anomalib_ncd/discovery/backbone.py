@@ -46,6 +46,38 @@ def _create(name: str, pretrained: bool, weights: str | Path | None, **kwargs: o
     return timm.create_model(ensure_backbone(name), pretrained=True, **kwargs)
 
 
+def cls_only_block(block: Block, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    """A timm ViT block computed for the CLS query only: its output equals ``block(x)[:, :1]``.
+
+    After the last block only the CLS token is used, so the patch rows of that block (their
+    attention and, the bulk of the cost, their MLP) are skipped. Keys and values still come from
+    every token.
+
+    Args:
+        block: a timm ``Block`` (pre-norm attention and MLP, optional LayerScale).
+        x: ``(B, 1 + N, C)`` tokens, CLS first.
+        attn_mask: the block's additive mask ``(B, 1, 1 + N, 1 + N)`` or ``None``; only row 0 is used.
+
+    Returns:
+        ``(B, 1, C)`` the CLS token after the block.
+    """
+    attn = block.attn
+    normed = block.norm1(x)
+    batch, n_tokens, _ = normed.shape
+    weight, bias = attn.qkv.weight, attn.qkv.bias
+    dim = attn.num_heads * attn.head_dim
+    q = F.linear(normed[:, :1], weight[:dim], None if bias is None else bias[:dim])
+    kv = F.linear(normed, weight[dim:], None if bias is None else bias[dim:])
+    q = q.reshape(batch, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
+    k, v = kv.reshape(batch, n_tokens, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    row_mask = None if attn_mask is None else attn_mask[:, :, :1, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=row_mask)
+    out = attn.proj(attn.norm(out.transpose(1, 2).reshape(batch, 1, dim)))
+    cls = x[:, :1] + block.drop_path1(block.ls1(out))
+    return cls + block.drop_path2(block.ls2(block.mlp(block.norm2(cls))))
+
+
 class _FrozenPartMixin:
     """Keeps the frozen modules in eval mode (BatchNorm statistics, dropout) whatever ``train()`` says."""
 
@@ -150,9 +182,10 @@ class CNNTokenBackbone(_FrozenPartMixin, nn.Module):
         x = torch.cat([cls[:, None], patches], dim=1) + self.pos_embed
         mask = cls_attention_mask(anomaly, self.guidance, object_prior)
         first_guided = len(self.blocks) - self.guidance.n_layers
-        for index, block in enumerate(self.blocks):
+        for index, block in enumerate(self.blocks[:-1]):
             x = block(x, attn_mask=mask if index >= first_guided else None)
-        return self.norm(x[:, 0])
+        last_mask = mask if len(self.blocks) - 1 >= first_guided else None
+        return self.norm(cls_only_block(self.blocks[-1], x, last_mask)[:, 0])
 
 
 class ViTTokenBackbone(_FrozenPartMixin, nn.Module):
@@ -244,6 +277,7 @@ class ViTTokenBackbone(_FrozenPartMixin, nn.Module):
         x = tokens.float()
         mask = self._guide(anomaly, object_prior)
         offset = len(self.frozen_blocks)
-        for index, block in enumerate(self.blocks):
+        for index, block in enumerate(self.blocks[:-1]):
             x = block(x, attn_mask=mask if offset + index >= self.first_guided else None)
-        return self.norm(x[:, 0])
+        last_mask = mask if offset + len(self.blocks) - 1 >= self.first_guided else None
+        return self.norm(cls_only_block(self.blocks[-1], x, last_mask)[:, 0])

@@ -7,7 +7,8 @@ bias ``b_j`` on the logit of key ``j``, so the CLS token's attention becomes
     attn_cls(j) = w_j * exp(q_cls . k_j) / sum_i w_i * exp(q_cls . k_i),    b_j = log w_j,
 
 i.e. each key's attention is multiplied by a weight ``w_j`` and renormalised. With ``a_j`` the
-fraction of patch ``j`` inside the anomaly mask and ``o_j`` its fraction inside the object mask
+fraction of patch ``j`` inside the anomaly mask (relative to the region's most covered
+patch, see :func:`relative_coverage`) and ``o_j`` its fraction inside the object mask
 (the whole image when no object mask is given), the modes are:
 
 - ``none``: ``w_j = 1`` (the plain ViT).
@@ -84,6 +85,23 @@ def pool_to_patches(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return F.adaptive_avg_pool2d(mask[:, None].float(), grid).flatten(1)
 
 
+def relative_coverage(anomaly: torch.Tensor) -> torch.Tensor:
+    """Patch coverage relative to the region's most covered patch.
+
+    A region is cut around its defect, so its most covered patch is where the defect is, even when
+    a thin crack covers only a tenth of it. Without this, a defect thinner than half a patch would
+    vanish from the hard mask (no patch reaches 0.5) and barely register in the soft weights.
+
+    Args:
+        anomaly: ``(B, N)`` coverage in ``[0, 1]``.
+
+    Returns:
+        ``(B, N)`` coverage divided by each row's maximum (rows without anomaly stay 0).
+    """
+    peak = anomaly.amax(dim=1, keepdim=True)
+    return torch.where(peak > 0, anomaly / peak.clamp_min(torch.finfo(anomaly.dtype).tiny), anomaly)
+
+
 def patch_weights(
     anomaly: torch.Tensor,
     settings: GuidanceSettings,
@@ -101,6 +119,7 @@ def patch_weights(
     """
     if settings.mode == "none":
         return torch.ones_like(anomaly)
+    anomaly = relative_coverage(anomaly)
     if settings.mode == "hard":
         return (anomaly >= settings.hard_threshold).to(anomaly.dtype)
     if settings.mode == "soft":

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from anomalib_ncd.discovery.backbone import CNNTokenBackbone, ViTTokenBackbone
+from anomalib_ncd.discovery.batch import DiscoveryBatch
 from anomalib_ncd.discovery.fusion import fuse_regions
 from anomalib_ncd.discovery.guidance import GuidanceSettings
 from anomalib_ncd.discovery.heads import init_prototypes
@@ -38,6 +39,9 @@ from anomalib_ncd.discovery.network import DiscoveryNetwork
 from anomalib_ncd.discovery.training_data import ViewPairDataset, balanced_sampler
 from anomalib_ncd.discovery.view_cache import RegionLike, ViewCache, build_view_cache
 from anomalib_ncd.discovery.views import ViewMaker, ViewSettings
+from anomalib_ncd.regions.crops import CropSettings
+from anomalib_ncd.regions.extract import RegionSet, regions_of_image
+from anomalib_ncd.regions.mebin import MEBin
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +53,9 @@ class TrainingSettings:
     Attributes:
         epochs: training epochs.
         batch_size: regions per step (two views each).
-        lr: SGD learning rate, annealed with a cosine to ``lr * min_lr_ratio``.
+        lr: SGD learning rate, annealed with a cosine to ``lr * min_lr_ratio``. ``None``: the paper's
+            0.003 for a ViT, whose trainable block is pretrained, and 0.01 for the CNN profile, whose
+            tail starts from scratch and needs larger steps in the same number of epochs.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         min_lr_ratio: final learning rate as a fraction of ``lr``.
@@ -62,7 +68,7 @@ class TrainingSettings:
 
     epochs: int = 50
     batch_size: int = 32
-    lr: float = 0.003
+    lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-5
     min_lr_ratio: float = 1e-3
@@ -130,6 +136,12 @@ class AnomalyNCD(AnomalibModule):
             100 for MVTec AD).
         normal_class: the first novel class is the normal one; pseudo-label correction pulls
             weakly anomalous regions toward it.
+        nothing_found_is_normal: an image where the region stage found no anomaly (its only region
+            is the whole image) is classified normal: the detector's verdict, not the clustering's.
+            Such regions still train (pulled toward normal by pseudo-label correction).
+        crops: crop settings used to cut regions of new images in :meth:`predict_step` (use the
+            ones the training regions were cut with).
+        working_long_side: long side at which new maps are binarised (as in the region stage).
         seed: seed of the views and of the prototype initialisation.
     """
 
@@ -150,6 +162,9 @@ class AnomalyNCD(AnomalibModule):
         training: TrainingSettings | dict[str, Any] | None = None,
         fusion_temperature: float = 50.0,
         normal_class: bool = True,
+        nothing_found_is_normal: bool = True,
+        crops: CropSettings | dict[str, Any] | None = None,
+        working_long_side: int | None = 256,
         seed: int = 0,
     ) -> None:
         super().__init__(pre_processor=False, post_processor=False, evaluator=False, visualizer=False)
@@ -163,8 +178,12 @@ class AnomalyNCD(AnomalibModule):
         self.n_known = n_known_classes
         self.n_classes = n_known_classes + n_novel_classes
         self.normal_index = n_known_classes if normal_class else None
+        self.nothing_found_is_normal = nothing_found_is_normal and normal_class
         self.fusion_temperature = fusion_temperature
+        self.crop_settings = _as(CropSettings, crops)
+        self.working_long_side = working_long_side
         self.seed = seed
+        self.mebin: MEBin | None = None
         if _is_vit(backbone):
             token_backbone: nn.Module = ViTTokenBackbone(
                 backbone,
@@ -210,6 +229,13 @@ class AnomalyNCD(AnomalibModule):
         return self.model
 
     @property
+    def learning_rate(self) -> float:
+        """The configured learning rate, or the profile's default (0.003 ViT, 0.01 CNN tail)."""
+        if self.training_settings.lr is not None:
+            return self.training_settings.lr
+        return 0.003 if isinstance(self.model.backbone, ViTTokenBackbone) else 0.01
+
+    @property
     def learning_type(self) -> LearningType:
         """Discovery needs no labels (known classes are optional): zero-shot in anomalib's terms."""
         return LearningType.ZERO_SHOT
@@ -223,7 +249,7 @@ class AnomalyNCD(AnomalibModule):
 
     def prepare(
         self,
-        regions: Sequence[RegionLike],
+        regions: Sequence[RegionLike] | RegionSet,
         labeled_regions: Sequence[RegionLike] = (),
         labeled_classes: Sequence[int] = (),
         batch_size: int = 32,
@@ -232,7 +258,9 @@ class AnomalyNCD(AnomalibModule):
         """Compute the frozen part's output for every view of every region (once).
 
         Args:
-            regions: the unlabeled regions to discover classes in (crops loaded).
+            regions: the unlabeled regions to discover classes in (crops loaded); pass the
+                :class:`~anomalib_ncd.regions.extract.RegionSet` itself to keep its fitted MEBin
+                for :meth:`predict_step`.
             labeled_regions: regions of known classes (crops loaded).
             labeled_classes: the class index in ``[0, n_known_classes)`` of each labeled region.
             batch_size: views per forward pass of the frozen part.
@@ -241,6 +269,9 @@ class AnomalyNCD(AnomalibModule):
         Returns:
             The cache (also kept on the model for :meth:`train_dataloader`).
         """
+        if isinstance(regions, RegionSet):
+            self.mebin = regions.mebin  # its fitted range turns new maps into regions at predict time
+            regions = list(regions)
         if not regions:
             msg = "no regions to discover classes in"
             raise ValueError(msg)
@@ -325,16 +356,17 @@ class AnomalyNCD(AnomalibModule):
         """SGD with momentum and a cosine schedule over the epochs (AnomalyNCD)."""
         settings = self.training_settings
         parameters = [p for p in self.model.parameters() if p.requires_grad]
+        lr = self.learning_rate
         optimizer = torch.optim.SGD(
             parameters,
-            lr=settings.lr,
+            lr=lr,
             momentum=settings.momentum,
             weight_decay=settings.weight_decay,
         )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer,
             T_max=max(settings.epochs, 1),
-            eta_min=settings.lr * settings.min_lr_ratio,
+            eta_min=lr * settings.min_lr_ratio,
         )
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
@@ -368,10 +400,9 @@ class AnomalyNCD(AnomalibModule):
             Region and image classes with confidences.
         """
         features = self._plain_features(unlabeled_only=True)
-        head = int(self.best_head)
-        logits = self.model.heads(features.to(self.device))[head].float().cpu()
-        probabilities = torch.softmax(logits / self.loss_weights.student_temperature, dim=1).numpy()
         assert self.cache is not None
+        probabilities = self._probabilities(features, self.cache.whole_image[: self.n_unlabeled])
+        head = int(self.best_head)
         image_index = self.cache.image_index[: self.n_unlabeled].numpy()
         areas = self.cache.areas[: self.n_unlabeled].numpy()
         n_images = int(image_index.max()) + 1 if n_images is None else n_images
@@ -385,6 +416,108 @@ class AnomalyNCD(AnomalibModule):
             features=features.numpy(),
             head=head,
         )
+
+    def _probabilities(self, features: torch.Tensor, whole_image: torch.Tensor) -> np.ndarray:
+        """Class probabilities of the best head; whole-image regions are normal when configured."""
+        logits = self.model.heads(features.to(self.device))[int(self.best_head)].float().cpu()
+        probabilities = torch.softmax(logits / self.loss_weights.student_temperature, dim=1).numpy()
+        if self.nothing_found_is_normal and self.normal_index is not None:
+            probabilities[whole_image.cpu().numpy().astype(bool)] = np.eye(self.n_classes)[self.normal_index]
+        return probabilities
+
+    @torch.no_grad()
+    def classify_regions(self, regions: Sequence[RegionLike], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities of regions of new images (their plain views through the whole network).
+
+        Args:
+            regions: regions with crops and masks loaded.
+            batch_size: regions per forward pass.
+
+        Returns:
+            ``(R, K)`` probabilities.
+        """
+        from anomalib_ncd.discovery.guidance import pool_to_patches
+
+        maker = ViewMaker(self.view_settings, seed=self.seed)
+        backbone = self.model.backbone
+        was_training = self.model.training
+        self.model.eval()
+        features = []
+        for start in range(0, len(regions), batch_size):
+            chunk = regions[start : start + batch_size]
+            views = [maker.plain(region.crop, region.mask) for region in chunk]
+            images = torch.stack([view[0] for view in views]).to(self.device)
+            anomaly = pool_to_patches(torch.stack([view[1] for view in views]), backbone.grid).to(self.device)
+            features.append(self.model.embed(backbone.frozen(images, anomaly), anomaly).float().cpu())
+        self.model.train(was_training)
+        whole_image = torch.tensor([bool(region.whole_image) for region in regions])
+        return self._probabilities(torch.cat(features), whole_image)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> DiscoveryBatch:
+        """Classify the images of an anomalib batch that carries its detector's raw anomaly maps.
+
+        Each map is binarised with the MEBin range fitted on the discovery set, regions are cut,
+        classified and fused by area into one class per image.
+
+        Args:
+            batch: an anomalib ``ImageBatch`` with ``image`` (``[0, 1]`` floats) and raw
+                ``anomaly_map`` (on the scale of the maps the model was prepared with).
+            batch_idx: unused.
+            dataloader_idx: unused.
+
+        Returns:
+            A :class:`~anomalib_ncd.discovery.batch.DiscoveryBatch` with the image and region classes.
+        """
+        if self.mebin is None or not self.mebin.is_fitted:
+            msg = "the model has no MEBin range: prepare it with a RegionSet before predicting"
+            raise RuntimeError(msg)
+        if batch.anomaly_map is None:
+            msg = "predict needs the detector's anomaly maps in batch.anomaly_map"
+            raise ValueError(msg)
+        images = (batch.image.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        maps = batch.anomaly_map.detach().float().cpu().numpy()
+        regions = []
+        for index, (image, anomaly_map) in enumerate(zip(images, maps, strict=True)):
+            pixels = image[..., 0] if image.shape[2] == 1 else image
+            regions += regions_of_image(
+                pixels, anomaly_map.squeeze(), self.mebin, self.crop_settings, index, self.working_long_side
+            )
+        probabilities = self.classify_regions(regions)
+        image_index = np.array([region.image_index for region in regions])
+        areas = np.array([region.area for region in regions], dtype=float)
+        fused = fuse_regions(probabilities, areas, image_index, len(images), self.fusion_temperature)
+        fields = {
+            name: getattr(batch, name)
+            for name in ("image", "gt_label", "gt_mask", "mask_path", "anomaly_map", "pred_score", "image_path")
+        }
+        per_image = [np.flatnonzero(image_index == index) for index in range(len(images))]
+        return DiscoveryBatch(
+            **fields,
+            pred_class=torch.from_numpy(fused.argmax(1)),
+            class_confidence=torch.from_numpy(fused.max(1)),
+            class_probabilities=torch.from_numpy(fused),
+            region_boxes=[torch.tensor([regions[i].box for i in rows]) for rows in per_image],
+            region_classes=[torch.from_numpy(probabilities[rows].argmax(1)) for rows in per_image],
+            region_confidences=[torch.from_numpy(probabilities[rows].max(1)) for rows in per_image],
+            region_scores=[torch.tensor([regions[i].score for i in rows]) for rows in per_image],
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep MEBin's fitted range, and rebuild from the checkpoint's weights alone when loading."""
+        super().on_save_checkpoint(checkpoint)
+        hyper_parameters = checkpoint.setdefault("hyper_parameters", {})
+        hyper_parameters["pretrained"], hyper_parameters["weights"] = False, None  # every weight is in here
+        if self.mebin is not None and self.mebin.is_fitted:
+            params = {key: value for key, value in vars(self.mebin).items() if not key.endswith("_")}
+            params = {key: value for key, value in params.items() if not key.startswith("_")}
+            checkpoint["anomaly_ncd_mebin"] = {"params": params, "range": [self.mebin.min_th_, self.mebin.max_th_]}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore MEBin's fitted range."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("anomaly_ncd_mebin")
+        if state is not None:
+            self.mebin = MEBin(**state["params"]).set_range(*state["range"])
 
     def settings_dict(self) -> dict[str, Any]:
         """Every setting as plain data (for reports and configs)."""

@@ -29,6 +29,7 @@ class ViewCache:
         scores: ``(R,)`` region anomaly scores in ``[0, 1]``.
         areas: ``(R,)`` anomalous pixels of each region.
         image_index: ``(R,)`` image of each region.
+        whole_image: ``(R,)`` True for the whole-image region of an image where nothing was found.
     """
 
     tokens: torch.Tensor
@@ -36,6 +37,7 @@ class ViewCache:
     scores: torch.Tensor
     areas: torch.Tensor
     image_index: torch.Tensor
+    whole_image: torch.Tensor
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -47,13 +49,14 @@ class ViewCache:
 
 
 class RegionLike:
-    """What the cache needs of a region: ``crop``, ``mask``, ``score``, ``area``, ``image_index``."""
+    """What the cache needs of a region: crop, mask, score, area, image index, whole-image flag."""
 
     crop: np.ndarray
     mask: np.ndarray
     score: float
     area: int
     image_index: int
+    whole_image: bool
 
 
 def build_view_cache(
@@ -114,4 +117,5 @@ def build_view_cache(
         scores=torch.tensor([float(r.score) for r in regions], dtype=torch.float32),
         areas=torch.tensor([float(r.area) for r in regions], dtype=torch.float32),
         image_index=torch.tensor([int(r.image_index) for r in regions], dtype=torch.long),
+        whole_image=torch.tensor([bool(r.whole_image) for r in regions], dtype=torch.bool),
     )

@@ -9,6 +9,7 @@ post-processor rescales them.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from anomalib.data import AnomalibDataModule
     from anomalib.engine import Engine
     from anomalib.models import AnomalibModule
+
 
 
 def load_anomalib_model(checkpoint: str | Path, model: str | type | None = None) -> AnomalibModule:
@@ -41,7 +43,9 @@ def load_anomalib_model(checkpoint: str | Path, model: str | type | None = None)
         FileNotFoundError: when the checkpoint does not exist.
         ValueError: when the model class cannot be found or the file is not an anomalib checkpoint.
     """
-    from anomalib.models import AnomalibModule, get_model
+    from anomalib.models import AnomalibModule
+
+    from anomalib_ncd.backbones.offline_weights import register_offline_backbones
 
     path = Path(checkpoint)
     if not path.is_file():
@@ -54,18 +58,35 @@ def load_anomalib_model(checkpoint: str | Path, model: str | type | None = None)
             module_name, _, class_name = model.rpartition(".")
             model_class = getattr(importlib.import_module(module_name), class_name)
         else:
-            model_class = type(get_model(model))
+            model_class = _anomalib_model_class(model)
     else:
         model_class = model
     if not (isinstance(model_class, type) and issubclass(model_class, AnomalibModule)):
         msg = f"{model!r} is not an anomalib model class"
         raise ValueError(msg)
+    # the checkpoint holds every weight: building the backbone must not reach for the hub, and
+    # our offline weight tags (e.g. mobilenetv2_100.tv_in1k) must be known to timm
+    register_offline_backbones()
+    overrides = {"pre_trained": False} if "pre_trained" in inspect.signature(model_class.__init__).parameters else {}
     try:
-        loaded = model_class.load_from_checkpoint(str(path), map_location="cpu", weights_only=False)
+        loaded = model_class.load_from_checkpoint(str(path), map_location="cpu", weights_only=False, **overrides)
     except (KeyError, RuntimeError, TypeError, ValueError, EOFError) as error:
         msg = f"{path} is not a checkpoint of an anomalib {model_class.__name__} model: {error}"
         raise ValueError(msg) from error
     return loaded.eval()
+
+
+def _anomalib_model_class(name: str) -> type:
+    """An anomalib model class by name, without instantiating it (which could reach for the hub)."""
+    import anomalib.models
+
+    wanted = name.replace("_", "").lower()
+    for attribute in dir(anomalib.models):
+        candidate = getattr(anomalib.models, attribute)
+        if isinstance(candidate, type) and attribute.lower() == wanted:
+            return candidate
+    msg = f"anomalib has no model named {name!r}; give its import path instead (e.g. 'package.module.Class')"
+    raise ValueError(msg)
 
 
 def _model_name_from_results_path(path: Path) -> str:

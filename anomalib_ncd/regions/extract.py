@@ -186,22 +186,46 @@ def _cut(
     score_map: np.ndarray,
     load_crops: bool,
 ) -> list[Region]:
-    """Regions of one image from its boxes; a whole-image region when there is no box."""
+    """Regions of one image of a map set (its pixels read from its file when ``load_crops``)."""
     shape = map_set.image_shapes[index]
-    whole_image = not boxes
-    if whole_image:
-        boxes = [(0, 0, shape[1], shape[0])]
     image = read_image(map_set.image_paths[index]) if load_crops else None
     if image is not None and image.shape[:2] != shape:
         msg = f"image {map_set.image_paths[index]} is {image.shape[:2]}, but its map set says {shape}"
         raise ValueError(msg)
+    return cut_regions(index, shape, full_mask, boxes, score_map, image)
+
+
+def cut_regions(
+    image_index: int,
+    shape: tuple[int, int],
+    full_mask: np.ndarray,
+    boxes: list[Box],
+    score_map: np.ndarray,
+    image: np.ndarray | None = None,
+) -> list[Region]:
+    """Regions of one image from its boxes; one whole-image region when there is no box.
+
+    Args:
+        image_index: the image's position in its set.
+        shape: ``(height, width)`` of the image.
+        full_mask: binary anomaly mask at image resolution.
+        boxes: region boxes (from :func:`~anomalib_ncd.regions.crops.crop_boxes`).
+        score_map: the map whose maximum inside a box is the region's score (any resolution).
+        image: the image's pixels, to attach each region's crop and mask; ``None`` to skip.
+
+    Returns:
+        The regions.
+    """
+    whole_image = not boxes
+    if whole_image:
+        boxes = [(0, 0, shape[1], shape[0])]
     regions = []
     for box in boxes:
         x0, y0, x1, y1 = box
         mask = full_mask[y0:y1, x0:x1].astype(bool)
         mx0, my0, mx1, my1 = _box_on_map(box, shape, score_map.shape)
         region = Region(
-            image_index=index,
+            image_index=image_index,
             box=box,
             area=0 if whole_image else int(mask.sum()),
             score=float(score_map[my0:my1, mx0:mx1].max()),
@@ -212,6 +236,42 @@ def _cut(
             region.mask = np.zeros_like(mask) if whole_image else mask
         regions.append(region)
     return regions
+
+
+def regions_of_image(
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    mebin: MEBin,
+    crop_settings: CropSettings | None = None,
+    image_index: int = 0,
+    working_long_side: int | None = 256,
+) -> list[Region]:
+    """Regions of one image in memory, with a MEBin already fitted on its detector's maps.
+
+    This is the inference path (new images, one at a time or in a batch); :func:`extract_regions`
+    is the set path that also fits MEBin's range.
+
+    Args:
+        image: ``(H, W, 3)`` or ``(H, W)`` uint8 pixels.
+        anomaly_map: the detector's raw map for the image, at any resolution.
+        mebin: a fitted MEBin (its range comes from the discovery set).
+        crop_settings: crop parameters.
+        image_index: index stored in the regions.
+        working_long_side: long side at which the map is binarised (``None``: full size).
+
+    Returns:
+        The regions, crops and masks attached.
+    """
+    if not mebin.is_fitted:
+        msg = "MEBin has no range yet: fit it on a set of maps first"
+        raise ValueError(msg)
+    shape = image.shape[:2]
+    aligned = AnomalyMapSet.from_arrays([anomaly_map], ["<memory>"], image_shapes=[shape]).aligned(working_long_side)[0]
+    result = mebin.transform([aligned])[0]
+    full_mask = cv2.resize(result.mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    boxes = crop_boxes(full_mask, result.anomaly_count, crop_settings or CropSettings())
+    normalised = _normalised(aligned, mebin.min_th_, mebin.max_th_)
+    return cut_regions(image_index, shape, full_mask, boxes, normalised, image)
 
 
 def ground_truth_regions(

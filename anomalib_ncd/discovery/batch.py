@@ -1,0 +1,41 @@
+"""The batch type of discovery predictions: anomalib's ``ImageBatch`` plus defect classes.
+
+anomalib coerces ``pred_label`` to a bool (anomalous or not), so the defect class travels in fields
+of its own. The mixin comes first in the bases so that its fields (all optional) follow anomalib's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from anomalib.data import ImageBatch
+
+
+@dataclass
+class _DiscoveryFields:
+    """Discovery outputs per image, and per region of each image.
+
+    Attributes:
+        pred_class: ``(B,)`` class index of each image (known classes first, then discovered ones;
+            the first discovered class is the normal one).
+        class_confidence: ``(B,)`` fused probability of that class.
+        class_probabilities: ``(B, K)`` fused class probabilities.
+        region_boxes: per image, ``(R_i, 4)`` region boxes ``x0, y0, x1, y1`` in image pixels.
+        region_classes: per image, ``(R_i,)`` class of each region.
+        region_confidences: per image, ``(R_i,)`` probability of each region's class.
+        region_scores: per image, ``(R_i,)`` anomaly score of each region.
+    """
+
+    pred_class: torch.Tensor | None = None
+    class_confidence: torch.Tensor | None = None
+    class_probabilities: torch.Tensor | None = None
+    region_boxes: list[torch.Tensor] = field(default_factory=list)
+    region_classes: list[torch.Tensor] = field(default_factory=list)
+    region_confidences: list[torch.Tensor] = field(default_factory=list)
+    region_scores: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class DiscoveryBatch(_DiscoveryFields, ImageBatch):
+    """An anomalib ``ImageBatch`` carrying defect classes of images and regions."""
