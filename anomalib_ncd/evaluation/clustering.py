@@ -43,13 +43,6 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 Labels = Iterable[Hashable] | np.ndarray
 """A one-dimensional sequence or array of hashable labels (class names, cluster ids)."""
 
-__all__ = [
-    "ClusteringReport",
-    "Labels",
-    "clustering_accuracy",
-    "clustering_report",
-    "hungarian_mapping",
-]
 
 
 @dataclass(frozen=True)
