@@ -164,7 +164,7 @@ def run_source(
     start = time.perf_counter()
     cache = model.prepare(list(regions))
     results["cache_s"] = time.perf_counter() - start
-    baseline_state = {k: v.clone() for k, v in model.state_dict().items()}
+    initial_state = {k: v.clone() for k, v in model.state_dict().items()}
 
     train_s = train_ours(model, args.epochs)
     found = model.discover(n_images=len(types))
@@ -196,8 +196,9 @@ def run_source(
     }
 
     if args.ablation:
-        results["ablation"] = {}
-        for mode in GUIDANCE_MODES:
+        default_mode = model.guidance_settings.mode
+        results["ablation"] = {default_mode: {"image": results["ours"]["image"], "train_s": train_s}}
+        for mode in (mode for mode in GUIDANCE_MODES if mode != default_mode):
             pl.seed_everything(args.seed, verbose=False)
             variant = AnomalyNCD(
                 n_novel_classes=N_CLASSES,
@@ -207,7 +208,7 @@ def run_source(
                 training={"epochs": args.epochs},
                 guidance={"mode": mode},
             )
-            variant.load_state_dict(baseline_state, strict=False)
+            variant.load_state_dict(initial_state)  # same start as the default run
             variant.cache, variant.labels, variant.n_unlabeled = model.cache, model.labels, model.n_unlabeled
             seconds = train_ours(variant, args.epochs)
             outcome = variant.discover(n_images=len(types))

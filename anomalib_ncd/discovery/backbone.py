@@ -239,6 +239,12 @@ class ViTTokenBackbone(_FrozenPartMixin, nn.Module):
         if getattr(vit, "num_prefix_tokens", 1) != 1 or getattr(vit, "global_pool", "token") != "token":
             msg = f"{name} is not a CLS-token ViT: the guided attention needs exactly one CLS token"
             raise ValueError(msg)
+        if getattr(vit, "no_embed_class", False) or getattr(vit, "dynamic_img_size", False):
+            msg = f"{name} embeds positions without the CLS token or dynamically: not supported by the guided ViT"
+            raise ValueError(msg)
+        if not all(isinstance(block, Block) for block in vit.blocks):
+            msg = f"{name} uses {type(vit.blocks[0]).__name__} blocks: the guided ViT needs timm's standard Block"
+            raise ValueError(msg)
         depth = len(vit.blocks)
         if not 1 <= n_trainable_blocks <= depth:
             msg = f"n_trainable_blocks must be in [1, {depth}] for {name}, got {n_trainable_blocks}"

@@ -24,7 +24,8 @@ patch, see :func:`relative_coverage`) and ``o_j`` its fraction inside the object
 
 The CLS key itself always has ``w = 1``, so a region whose mask is empty (an image where nothing
 was found) still has a defined attention: with ``hard`` the CLS token sees only itself, with the
-soft modes all patches get the same weight and attention is the plain one.
+soft modes every patch gets the same weight ``rho`` (the CLS key keeps 1), so the CLS token looks at
+the whole image with its attention to itself raised.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class GuidanceSettings:
         normal_weight: ``rho`` of ``soft``: weight of a normal patch relative to an anomalous one.
         object_weight: ``rho_object`` of ``soft_rgf``.
         background_weight: ``rho_background`` of ``soft_rgf``.
+        source: what ``a_j`` is measured on: ``mask`` (the region's binary MEBin mask) or ``map``
+            (the detector's anomaly map inside the region, normalised by MEBin's range: a graded
+            guide, as ProtoAnomalyNCD derives its bias from the anomaly map). ``hard`` always
+            thresholds the binary mask.
     """
 
     mode: str = "soft_rgf"
@@ -57,8 +62,12 @@ class GuidanceSettings:
     normal_weight: float = 0.1
     object_weight: float = 0.1
     background_weight: float = 0.01
+    source: str = "mask"
 
     def __post_init__(self) -> None:
+        if self.source not in ("mask", "map"):
+            msg = f"guidance source must be 'mask' or 'map', got {self.source!r}"
+            raise ValueError(msg)
         if self.mode not in GUIDANCE_MODES:
             msg = f"guidance mode must be one of {GUIDANCE_MODES}, got {self.mode!r}"
             raise ValueError(msg)
@@ -175,3 +184,19 @@ def guided_mean(tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     uniform = torch.full_like(weights, 1.0 / weights.shape[1])
     normalised = torch.where(total > 0, weights / total.clamp_min(torch.finfo(weights.dtype).tiny), uniform)
     return torch.einsum("bn,bnc->bc", normalised, tokens)
+
+
+def guide_of(region: object, settings: GuidanceSettings) -> object:
+    """The per-pixel guide of a region: its binary mask, or its anomaly-map crop for ``source='map'``.
+
+    Args:
+        region: a region with ``mask`` (and ``soft_mask`` when the map source is wanted).
+        settings: guidance settings.
+
+    Returns:
+        ``(h, w)`` array (bool or float in ``[0, 1]``).
+    """
+    soft = getattr(region, "soft_mask", None)
+    if settings.source == "map" and settings.mode != "hard" and soft is not None:
+        return soft
+    return region.mask

@@ -269,7 +269,7 @@ class AnomalyNCD(AnomalibModule):
             labeled_regions: regions of known classes (crops loaded).
             labeled_classes: the class index in ``[0, n_known_classes)`` of each labeled region.
             batch_size: views per forward pass of the frozen part.
-            progress: called with the number of views done after each batch.
+            progress: called with the number of views done after each batch (default: a progress bar).
 
         Returns:
             The cache (also kept on the model for :meth:`train_dataloader`).
@@ -291,9 +291,17 @@ class AnomalyNCD(AnomalibModule):
             raise ValueError(msg)
         maker = ViewMaker(self.view_settings, seed=self.seed)
         device = next(self.model.parameters()).device
-        self.cache = build_view_cache(
-            [*regions, *labeled_regions], self.model.backbone, maker, batch_size, device, progress
-        )
+        everything = [*regions, *labeled_regions]
+        if progress is None:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                task = bar.add_task("Caching frozen views", total=len(everything) * (1 + self.view_settings.n_views))
+                self.cache = build_view_cache(
+                    everything, self.model.backbone, maker, batch_size, device, lambda n: bar.advance(task, n)
+                )
+        else:
+            self.cache = build_view_cache(everything, self.model.backbone, maker, batch_size, device, progress)
         self.labels = torch.tensor([-1] * len(regions) + [int(c) for c in labeled_classes], dtype=torch.long)
         self.n_unlabeled = len(regions)
         return self.cache
@@ -441,7 +449,7 @@ class AnomalyNCD(AnomalibModule):
         Returns:
             ``(R, K)`` probabilities.
         """
-        from anomalib_ncd.discovery.guidance import pool_to_patches
+        from anomalib_ncd.discovery.guidance import guide_of, pool_to_patches
 
         maker = ViewMaker(self.view_settings, seed=self.seed)
         backbone = self.model.backbone
@@ -450,7 +458,7 @@ class AnomalyNCD(AnomalibModule):
         features = []
         for start in range(0, len(regions), batch_size):
             chunk = regions[start : start + batch_size]
-            views = [maker.plain(region.crop, region.mask) for region in chunk]
+            views = [maker.plain(region.crop, guide_of(region, backbone.guidance)) for region in chunk]
             images = torch.stack([view[0] for view in views]).to(self.device)
             anomaly = pool_to_patches(torch.stack([view[1] for view in views]), backbone.grid).to(self.device)
             features.append(self.model.embed(backbone.frozen(images, anomaly), anomaly).float().cpu())
@@ -512,6 +520,15 @@ class AnomalyNCD(AnomalibModule):
         super().on_save_checkpoint(checkpoint)
         hyper_parameters = checkpoint.setdefault("hyper_parameters", {})
         hyper_parameters["pretrained"], hyper_parameters["weights"] = False, None  # every weight is in here
+        # plain data only: anomalib loads checkpoints with weights_only=True
+        for name, settings in (
+            ("guidance", self.guidance_settings),
+            ("views", self.view_settings),
+            ("loss_weights", self.loss_weights),
+            ("training", self.training_settings),
+            ("crops", self.crop_settings),
+        ):
+            hyper_parameters[name] = asdict(settings)
         if self.mebin is not None and self.mebin.is_fitted:
             params = {key: value for key, value in vars(self.mebin).items() if not key.endswith("_")}
             params = {key: value for key, value in params.items() if not key.startswith("_")}

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from anomalib_ncd.discovery.guidance import pool_to_patches
+from anomalib_ncd.discovery.guidance import guide_of, pool_to_patches
 from anomalib_ncd.discovery.views import ViewMaker
 
 
@@ -92,14 +92,17 @@ def build_view_cache(
             if region.crop is None or region.mask is None:
                 msg = f"region {region_number} has no crop loaded: extract regions with load_crops=True"
                 raise ValueError(msg)
+            guide = guide_of(region, backbone.guidance)
             if view_number == 0:
-                image, mask = view_maker.plain(region.crop, region.mask)
+                image, mask = view_maker.plain(region.crop, guide)
             else:
-                image, mask = view_maker.augmented(region.crop, region.mask, region_number, view_number)
+                image, mask = view_maker.augmented(region.crop, guide, region_number, view_number)
             images.append(image)
             masks.append(mask)
         patches = pool_to_patches(torch.stack(masks), backbone.grid)
-        out = backbone.frozen(torch.stack(images).to(device), patches.to(device)).to("cpu", torch.float16)
+        # half precision on a GPU: the cache is stored in float16 anyway
+        with torch.autocast(device_type=torch.device(device).type, enabled=torch.device(device).type == "cuda"):
+            out = backbone.frozen(torch.stack(images).to(device), patches.to(device)).to("cpu", torch.float16)
         if tokens is None:
             tokens = torch.empty((len(regions), 1 + n_views, *out.shape[1:]), dtype=torch.float16)
             anomaly = torch.empty((len(regions), 1 + n_views, patches.shape[1]), dtype=torch.float32)

@@ -86,7 +86,8 @@ def _to_tensors(crop: np.ndarray, mask: np.ndarray) -> tuple[tv_tensors.Image, t
     if crop.ndim == 2:  # grey images become three identical channels, as ImageNet backbones expect
         crop = np.repeat(crop[..., None], 3, axis=2)
     image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
-    return image, tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None])
+    # float masks: binary ones stay 0/1, graded anomaly-map guides keep their values
+    return image, tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None])
 
 
 def _normalise(image: torch.Tensor) -> torch.Tensor:
@@ -118,7 +119,7 @@ class ViewMaker:
 
         Args:
             crop: ``(h, w, 3)`` or ``(h, w)`` uint8 pixels.
-            mask: ``(h, w)`` bool or 0/1 mask.
+            mask: ``(h, w)`` bool mask or float guide in ``[0, 1]``.
 
         Returns:
             ``(3, S, S)`` normalised float image and ``(S, S)`` float mask in ``[0, 1]``.
@@ -141,7 +142,7 @@ class ViewMaker:
 
         Args:
             crop: ``(h, w, 3)`` or ``(h, w)`` uint8 pixels.
-            mask: ``(h, w)`` bool or 0/1 mask.
+            mask: ``(h, w)`` bool mask or float guide in ``[0, 1]``.
             region_number: the region's position in its set.
             view_number: which view of the region.
 

@@ -9,7 +9,7 @@ on it:
   image;
 * shifted to lie inside the image, then clipped to it. Clipping only bites for images whose short
   side is shorter than the square (odd aspect ratios): the region then spans the short side fully
-  and the consumer pads it back to a square, instead of reading outside the image.
+  and the discovery views resize it to a square, instead of reading outside the image.
 
 Squares whose gap (Euclidean distance between the rectangles, 0 when they overlap) is below
 ``int(merge_distance * max(H, W))`` are merged into their union, made square again by growing the
@@ -69,6 +69,8 @@ class Region:
         whole_image: True when nothing was found and the region is the whole image.
         crop: the image pixels of the box, when loaded.
         mask: the binary mask inside the box (bool), when loaded.
+        soft_mask: the anomaly map inside the box on MEBin's normalised scale (``[0, 1]`` floats, the
+            crop's size), when loaded: a graded guide for soft attention.
     """
 
     image_index: int
@@ -78,6 +80,7 @@ class Region:
     whole_image: bool = False
     crop: np.ndarray | None = field(default=None, repr=False)
     mask: np.ndarray | None = field(default=None, repr=False)
+    soft_mask: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def width(self) -> int:

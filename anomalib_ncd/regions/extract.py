@@ -234,6 +234,8 @@ def cut_regions(
         if image is not None:
             region.crop = image[y0:y1, x0:x1].copy()
             region.mask = np.zeros_like(mask) if whole_image else mask
+            soft = np.ascontiguousarray(score_map[my0:my1, mx0:mx1], dtype=np.float32)
+            region.soft_mask = cv2.resize(soft, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         regions.append(region)
     return regions
 

@@ -14,6 +14,15 @@ VIT = "vit_tiny_patch16_224"
 VIT_SIZE = 64  # a 4 x 4 patch grid
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: on a small shared CPU, intra-op threads cost more than they bring (10x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def images(batch=2, size=64, seed=0):
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
@@ -254,3 +263,9 @@ def test_a_vit_without_a_single_cls_token_is_refused():
     # register tokens and average pooling: no single CLS token to guide
     with pytest.raises(ValueError, match="not a CLS-token ViT"):
         ViTTokenBackbone("vit_wee_patch16_reg1_gap_256", pretrained=False, input_size=32)
+
+
+def test_vit_with_position_embeddings_for_patches_only_is_refused():
+    # DeiT-3 embeds positions of the patches only: refused with a clear error instead of a shape error
+    with pytest.raises(ValueError, match="embeds positions"):
+        ViTTokenBackbone("deit3_small_patch16_224", pretrained=False, input_size=32)
