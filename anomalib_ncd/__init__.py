@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from anomalib_ncd.baselines.kmeans import KMeansBaseline
     from anomalib_ncd.discovery.batch import DiscoveryBatch
     from anomalib_ncd.discovery.guidance import GuidanceSettings
+    from anomalib_ncd.discovery.known_classes import known_class_regions
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD, DiscoveryResult, TrainingSettings
     from anomalib_ncd.discovery.losses import LossWeights
     from anomalib_ncd.discovery.views import ViewSettings
@@ -57,6 +58,7 @@ _PUBLIC = {
     "clustering_report": "anomalib_ncd.evaluation.clustering",
     "extract_regions": "anomalib_ncd.regions.extract",
     "ground_truth_regions": "anomalib_ncd.regions.extract",
+    "known_class_regions": "anomalib_ncd.discovery.known_classes",
     "load_anomalib_model": "anomalib_ncd.maps.from_anomalib",
     "load_map_folder": "anomalib_ncd.maps.folder",
     "predict_maps": "anomalib_ncd.maps.from_anomalib",
@@ -86,6 +88,7 @@ __all__ = [
     "clustering_report",
     "extract_regions",
     "ground_truth_regions",
+    "known_class_regions",
     "load_anomalib_model",
     "load_map_folder",
     "predict_maps",
