@@ -125,6 +125,19 @@ def patch_scores(score_maps: list[np.ndarray], grid: tuple[int, int]) -> np.ndar
     return np.stack(pooled)
 
 
+def seeded_model(args: argparse.Namespace, **overrides: Any) -> AnomalyNCD:
+    """The CPU-profile model of the benchmark, built after seeding (identical initial weights)."""
+    pl.seed_everything(args.seed, verbose=False)
+    return AnomalyNCD(
+        n_novel_classes=N_CLASSES,
+        backbone=CPU_BACKBONE,
+        views={"n_views": args.n_views},
+        seed=args.seed,
+        training={"epochs": args.epochs},
+        **overrides,
+    )
+
+
 def train_ours(model: AnomalyNCD, epochs: int) -> float:
     """Fit the model on its prepared cache with Lightning; returns the training time in seconds."""
     trainer = pl.Trainer(
@@ -153,14 +166,7 @@ def run_source(
     """Ours, k-means and Anomaly Clustering on one region source."""
     results: dict[str, Any] = {"n_regions": len(regions)}
     region_types = types[[region.image_index for region in regions]]
-    pl.seed_everything(args.seed, verbose=False)
-    model = AnomalyNCD(
-        n_novel_classes=N_CLASSES,
-        backbone=CPU_BACKBONE,
-        views={"n_views": args.n_views},
-        seed=args.seed,
-        training={"epochs": args.epochs},
-    )
+    model = seeded_model(args)
     start = time.perf_counter()
     cache = model.prepare(list(regions))
     results["cache_s"] = time.perf_counter() - start
@@ -199,15 +205,7 @@ def run_source(
         default_mode = model.guidance_settings.mode
         results["ablation"] = {default_mode: {"image": results["ours"]["image"], "train_s": train_s}}
         for mode in (mode for mode in GUIDANCE_MODES if mode != default_mode):
-            pl.seed_everything(args.seed, verbose=False)
-            variant = AnomalyNCD(
-                n_novel_classes=N_CLASSES,
-                backbone=CPU_BACKBONE,
-                views={"n_views": args.n_views},
-                seed=args.seed,
-                training={"epochs": args.epochs},
-                guidance={"mode": mode},
-            )
+            variant = seeded_model(args, guidance={"mode": mode})
             variant.load_state_dict(initial_state)  # same start as the default run
             variant.cache, variant.labels, variant.n_unlabeled = model.cache, model.labels, model.n_unlabeled
             seconds = train_ours(variant, args.epochs)

@@ -14,15 +14,6 @@ VIT = "vit_tiny_patch16_224"
 VIT_SIZE = 64  # a 4 x 4 patch grid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on a small shared CPU, intra-op threads cost more than they bring (10x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def images(batch=2, size=64, seed=0):
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 

@@ -16,15 +16,6 @@ from anomalib_ncd.regions.crops import Region
 SETTINGS = ViewSettings(size=32, resize=40, n_views=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on a small shared CPU, intra-op threads cost more than they bring (10x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_region(number, size=40, grey=False, whole_image=False):
     rng = np.random.default_rng(number)
     shape = (size, size) if grey else (size, size, 3)

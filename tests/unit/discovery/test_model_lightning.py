@@ -23,15 +23,6 @@ N_NOVEL = 3
 N_HEADS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on a small shared CPU, intra-op threads cost more than they bring (10x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_model(epochs=2, **kwargs):
     options = {
         "n_novel_classes": N_NOVEL,
