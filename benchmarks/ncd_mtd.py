@@ -45,12 +45,13 @@ import numpy as np
 import torch
 
 from anomalib_ncd.baselines import AnomalyClustering, KMeansBaseline
-from anomalib_ncd.data import load_mtd, to_anomalib_datamodule
+from anomalib_ncd.data import load_mtd, load_neu_det, to_anomalib_datamodule
 from anomalib_ncd.data.image_io import read_image
 from anomalib_ncd.data.mtd import cap_detector_training
 from anomalib_ncd.detector import make_patchcore, train_detector
 from anomalib_ncd.discovery.fusion import fuse_regions
 from anomalib_ncd.discovery.guidance import pool_to_patches
+from anomalib_ncd.discovery.known_classes import known_class_regions
 from anomalib_ncd.discovery.lightning_model import AnomalyNCD
 from anomalib_ncd.discovery.views import ViewMaker
 from anomalib_ncd.evaluation import clustering_report
@@ -201,6 +202,9 @@ def run_source(
         "time_s": time.perf_counter() - start,
     }
 
+    if args.known_neu:
+        results["ours_with_known"] = with_known_classes(args, regions, types, region_types)
+
     if args.ablation:
         default_mode = model.guidance_settings.mode
         results["ablation"] = {default_mode: {"image": results["ours"]["image"], "train_s": train_s}}
@@ -216,6 +220,29 @@ def run_source(
             }
     print_source(name, results)
     return results
+
+
+def with_known_classes(
+    args: argparse.Namespace, regions: RegionSet, types: np.ndarray, region_types: np.ndarray
+) -> dict[str, Any]:
+    """Ours with NEU-DET's 6 steel defect types as the labeled known classes (AnomalyNCD's setting)."""
+    neu = load_neu_det(args.neu_det)
+    neu = neu.groupby("defect_type").head(args.known_neu)
+    labeled, classes, names = known_class_regions(neu.reset_index(drop=True))
+    model = seeded_model(args, n_known_classes=len(names))
+    start = time.perf_counter()
+    model.prepare(list(regions), labeled, classes)
+    cache_s = time.perf_counter() - start
+    train_s = train_ours(model, args.epochs)
+    found = model.discover(n_images=len(types))
+    return {
+        "image": clustering_report(types, found.image_classes).as_dict(),
+        "region": clustering_report(region_types, found.region_classes).as_dict(),
+        "known_classes": names,
+        "n_labeled_regions": len(labeled),
+        "cache_s": cache_s,
+        "train_s": train_s,
+    }
 
 
 def _line(label: str, report: dict[str, Any]) -> str:
@@ -235,6 +262,9 @@ def print_source(name: str, results: dict[str, Any]) -> None:
         f"ours: views cached in {results['cache_s']:.0f} s, trained in {results['ours']['train_s']:.0f} s "
         f"({results['ours']['epoch_s']:.1f} s/epoch)"
     )
+    if "ours_with_known" in results:
+        known = results["ours_with_known"]
+        print(_line(f"ours + {known['n_labeled_regions']} NEU-DET known", known["image"]))
     for mode, outcome in results.get("ablation", {}).items():
         print(_line(f"ablation guidance={mode}", outcome["image"]))
 
@@ -254,6 +284,8 @@ def main() -> None:
     parser.add_argument("--n-views", type=int, default=4, help="augmented views cached per region")
     parser.add_argument("--ablation", action="store_true", help="also train the four guidance modes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--known-neu", type=int, default=0, help="also run ours with N NEU-DET images per type known")
+    parser.add_argument("--neu-det", type=Path, default=DEFAULT_MTD.parent / "neu-det")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/ncd_mtd"))
     args = parser.parse_args()
     if not args.mtd.is_dir():
