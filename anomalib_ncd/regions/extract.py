@@ -171,28 +171,35 @@ def extract_regions(
     results = mebin.transform(aligned)
     regions: list[Region] = []
     for index, (result, anomaly_map, shape) in enumerate(zip(results, aligned, map_set.image_shapes, strict=True)):
-        full_mask = cv2.resize(result.mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-        boxes = crop_boxes(full_mask, result.anomaly_count, crop_settings)
-        normalised = _normalised(anomaly_map, mebin.min_th_, mebin.max_th_)
-        regions += _cut(map_set, index, full_mask, boxes, normalised, load_crops)
+        image = _image_of(map_set, index) if load_crops else None
+        regions += _binarised_regions(result, anomaly_map, shape, mebin, crop_settings, index, image)
     return RegionSet(regions=regions, map_set=map_set, binarization=results, mebin=mebin)
 
 
-def _cut(
-    map_set: AnomalyMapSet,
-    index: int,
-    full_mask: np.ndarray,
-    boxes: list[Box],
-    score_map: np.ndarray,
-    load_crops: bool,
-) -> list[Region]:
-    """Regions of one image of a map set (its pixels read from its file when ``load_crops``)."""
-    shape = map_set.image_shapes[index]
-    image = read_image(map_set.image_paths[index]) if load_crops else None
-    if image is not None and image.shape[:2] != shape:
-        msg = f"image {map_set.image_paths[index]} is {image.shape[:2]}, but its map set says {shape}"
+def _image_of(map_set: AnomalyMapSet, index: int) -> np.ndarray:
+    """The pixels of one image of a map set, checked against the size the set records."""
+    path, shape = map_set.image_paths[index], map_set.image_shapes[index]
+    image = read_image(path)
+    if image.shape[:2] != shape:
+        msg = f"image {path} is {image.shape[:2]}, but its map set says {shape}"
         raise ValueError(msg)
-    return cut_regions(index, shape, full_mask, boxes, score_map, image)
+    return image
+
+
+def _binarised_regions(
+    result: MEBinResult,
+    anomaly_map: np.ndarray,
+    shape: tuple[int, int],
+    mebin: MEBin,
+    crop_settings: CropSettings,
+    image_index: int,
+    image: np.ndarray | None,
+) -> list[Region]:
+    """Regions of one image from its MEBin result (mask at working size) and its aligned map."""
+    full_mask = cv2.resize(result.mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    boxes = crop_boxes(full_mask, result.anomaly_count, crop_settings)
+    normalised = _normalised(anomaly_map, mebin.min_th_, mebin.max_th_)
+    return cut_regions(image_index, shape, full_mask, boxes, normalised, image)
 
 
 def cut_regions(
@@ -270,10 +277,7 @@ def regions_of_image(
     shape = image.shape[:2]
     aligned = AnomalyMapSet.from_arrays([anomaly_map], ["<memory>"], image_shapes=[shape]).aligned(working_long_side)[0]
     result = mebin.transform([aligned])[0]
-    full_mask = cv2.resize(result.mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-    boxes = crop_boxes(full_mask, result.anomaly_count, crop_settings or CropSettings())
-    normalised = _normalised(aligned, mebin.min_th_, mebin.max_th_)
-    return cut_regions(image_index, shape, full_mask, boxes, normalised, image)
+    return _binarised_regions(result, aligned, shape, mebin, crop_settings or CropSettings(), image_index, image)
 
 
 def ground_truth_regions(
@@ -310,5 +314,6 @@ def ground_truth_regions(
     regions: list[Region] = []
     for index, mask in enumerate(masks):
         boxes = crop_boxes(mask, n_anomalies=mask.size, settings=crop_settings)
-        regions += _cut(map_set, index, mask, boxes, map_set.maps[index], load_crops)
+        image = _image_of(map_set, index) if load_crops else None
+        regions += cut_regions(index, shapes[index], mask, boxes, map_set.maps[index], image)
     return RegionSet(regions=regions, map_set=map_set, binarization=[], mebin=None)
