@@ -28,7 +28,13 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from anomalib_ncd.discovery.guidance import GuidanceSettings, cls_attention_mask, guided_mean, patch_weights
+from anomalib_ncd.discovery.guidance import (
+    GuidanceSettings,
+    attention_mask_of_weights,
+    cls_attention_mask,
+    guided_mean,
+    patch_weights,
+)
 
 
 def _create(name: str, pretrained: bool, weights: str | Path | None, **kwargs: object) -> nn.Module:
@@ -206,7 +212,7 @@ class CNNTokenBackbone(_FrozenPartMixin, nn.Module):
         weights = patch_weights(anomaly, self.guidance, object_prior)
         cls = self.cls_token + guided_mean(patches, weights)
         x = torch.cat([cls[:, None], patches], dim=1) + self.pos_embed
-        mask = cls_attention_mask(anomaly, self.guidance, object_prior)
+        mask = None if self.guidance.mode == "none" else attention_mask_of_weights(weights)
         return self.norm(guided_cls(self.blocks, x, mask, len(self.blocks) - self.guidance.n_layers))
 
 

@@ -159,8 +159,20 @@ def cls_attention_mask(
     """
     if settings.mode == "none":
         return None
-    weights = patch_weights(anomaly, settings, object_prior)
-    batch, n_patches = anomaly.shape
+    return attention_mask_of_weights(patch_weights(anomaly, settings, object_prior), n_prefix)
+
+
+def attention_mask_of_weights(weights: torch.Tensor, n_prefix: int = 1) -> torch.Tensor:
+    """The CLS-row attention mask for given patch weights (see :func:`cls_attention_mask`).
+
+    Args:
+        weights: ``(B, N)`` multiplicative weights from :func:`patch_weights`.
+        n_prefix: tokens before the patches (CLS first); they keep weight 1.
+
+    Returns:
+        ``(B, 1, n_prefix + N, n_prefix + N)`` float mask, zero except row 0.
+    """
+    batch, n_patches = weights.shape
     prefix = torch.ones(batch, n_prefix, dtype=weights.dtype, device=weights.device)
     # log(0) = -inf blocks a key; the CLS key (weight 1) keeps every row finite
     bias = torch.log(torch.cat([prefix, weights], dim=1))
