@@ -16,8 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -292,16 +293,10 @@ class AnomalyNCD(AnomalibModule):
         maker = ViewMaker(self.view_settings, seed=self.seed)
         device = next(self.model.parameters()).device
         everything = [*regions, *labeled_regions]
-        if progress is None:
-            from rich.progress import Progress
-
-            with Progress(transient=True) as bar:
-                task = bar.add_task("Caching frozen views", total=len(everything) * (1 + self.view_settings.n_views))
-                self.cache = build_view_cache(
-                    everything, self.model.backbone, maker, batch_size, device, lambda n: bar.advance(task, n)
-                )
-        else:
-            self.cache = build_view_cache(everything, self.model.backbone, maker, batch_size, device, progress)
+        with _progress_or(
+            progress, "Caching frozen views", len(everything) * (1 + self.view_settings.n_views)
+        ) as advance:
+            self.cache = build_view_cache(everything, self.model.backbone, maker, batch_size, device, advance)
         self.labels = torch.tensor([-1] * len(regions) + [int(c) for c in labeled_classes], dtype=torch.long)
         self.n_unlabeled = len(regions)
         return self.cache
@@ -550,6 +545,21 @@ class AnomalyNCD(AnomalibModule):
             "training": asdict(self.training_settings),
             "fusion_temperature": self.fusion_temperature,
         }
+
+
+@contextlib.contextmanager
+def _progress_or(
+    progress: Callable[[int], None] | None, description: str, total: int
+) -> Iterator[Callable[[int], None]]:
+    """The caller's progress callback, or a transient rich progress bar's."""
+    if progress is not None:
+        yield progress
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def _as(kind: type, value: object) -> Any:

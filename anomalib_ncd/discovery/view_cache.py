@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ class ViewCache:
         return self.tokens.shape[1] - 1
 
 
-class RegionLike:
+class RegionLike(Protocol):
     """What the cache needs of a region: crop, mask, score, area, image index, whole-image flag."""
 
     crop: np.ndarray
