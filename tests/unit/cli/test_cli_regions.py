@@ -8,29 +8,6 @@ import pandas as pd
 import pytest
 
 from anomalib_ncd.cli import main
-from anomalib_ncd.data import generate_synthetic_dataset
-
-
-@pytest.fixture
-def dataset_with_maps(tmp_path):
-    table = generate_synthetic_dataset(
-        tmp_path / "data", "brick", image_size=(96, 128), n_train_good=2, n_test_good=3, n_per_type=2, seed=1
-    )
-    maps_dir = tmp_path / "maps"
-    for row in table[table["split"] == "test"].itertuples():
-        truth = np.zeros((96, 128), np.float32)
-        if row.mask_path:
-            truth = (cv2.imread(row.mask_path, cv2.IMREAD_GRAYSCALE) > 127).astype(np.float32)
-        # a detector-like map: blurred truth on weak noise, saved as 8-bit PNG like the AnomalyNCD authors' maps
-        blurred = cv2.GaussianBlur(truth, (0, 0), 4)  # as smooth as Patchcore maps
-        noisy = (
-            blurred / max(float(blurred.max()), 1e-6)
-            + np.random.default_rng(0).random((96, 128), dtype=np.float32) * 0.05
-        )
-        target = maps_dir / row.defect_type / f"{row.image_path.rsplit('/', 1)[1].rsplit('.', 1)[0]}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(target), np.clip(noisy * 255, 0, 255).astype(np.uint8))
-    return tmp_path / "data" / "brick", maps_dir, table
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")

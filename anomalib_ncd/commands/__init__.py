@@ -1,0 +1,1 @@
+"""The ``anomalib-ncd`` commands as plain functions: the CLI parses its arguments from their signatures."""

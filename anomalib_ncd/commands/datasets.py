@@ -1,0 +1,98 @@
+"""Datasets for the commands: a folder in a known layout, the built-in synthetic set, or an anomalib datamodule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from anomalib_ncd.data import (
+    generate_synthetic_dataset,
+    load_mtd,
+    load_mvtec_ad,
+    load_neu_det,
+    load_typed_folder,
+)
+from anomalib_ncd.data.samples import make_sample_table
+
+if TYPE_CHECKING:
+    from anomalib.data import AnomalibDataModule
+
+SYNTHETIC = "synthetic"
+
+
+def load_dataset(data: str, category: str | None, workdir: Path, seed: int) -> tuple[pd.DataFrame, str, str]:
+    """Load a dataset by path (layout detected) or generate the built-in synthetic one.
+
+    Args:
+        data: ``"synthetic"``, or a dataset folder in MTD, NEU-DET, MVTec AD or typed-folder layout.
+        category: MVTec AD category (or synthetic category).
+        workdir: where the synthetic dataset is written.
+        seed: seed of the synthetic dataset.
+
+    Returns:
+        The sample table, the dataset name and the category.
+
+    Raises:
+        FileNotFoundError: when the folder does not exist.
+    """
+    if data == SYNTHETIC:
+        category = category or "brick"
+        table = generate_synthetic_dataset(workdir / SYNTHETIC, category, seed=seed, image_size=(128, 176))
+        return table, SYNTHETIC, category
+    root = Path(data)
+    if not root.is_dir():
+        msg = f"dataset folder not found: {root}"
+        raise FileNotFoundError(msg)
+    if any(root.glob("MT_*")):
+        return load_mtd(root), "MTD", ""
+    if (root / "IMAGES").is_dir() and (root / "ANNOTATIONS").is_dir():
+        return load_neu_det(root), "NEU-DET", ""
+    if category is not None and (root / category / "test").is_dir():
+        return load_mvtec_ad(root, category), root.name or "MVTecAD", category
+    if (root / "test").is_dir() and (root / "train").is_dir():
+        return load_mvtec_ad(root.parent, root.name), root.parent.name, root.name
+    return load_typed_folder(root), root.name, ""
+
+
+def table_from_datamodule(datamodule: AnomalibDataModule) -> tuple[pd.DataFrame, str, str]:
+    """The sample table of an anomalib datamodule (MVTecAD, Folder, ...).
+
+    anomalib knows only normal vs anomalous; the defect type of an image is its parent folder's
+    name, as in every anomalib folder layout.
+
+    Args:
+        datamodule: the datamodule (set up here if it was not).
+
+    Returns:
+        The sample table, the dataset name and the category.
+
+    Raises:
+        ValueError: when the datamodule has no test images.
+    """
+    if not hasattr(datamodule, "test_data"):
+        datamodule.setup()
+    records = []
+    for split, dataset in (("train", getattr(datamodule, "train_data", None)), ("test", datamodule.test_data)):
+        if dataset is None:
+            continue
+        for row in dataset.samples.itertuples():
+            is_normal = int(row.label_index) == 0
+            if split == "train" and not is_normal:
+                continue
+            mask = getattr(row, "mask_path", None)
+            records.append(
+                {
+                    "image_path": str(Path(row.image_path).resolve()),
+                    "defect_type": Path(row.image_path).parent.name,
+                    "is_normal": is_normal,
+                    "mask_path": str(mask) if isinstance(mask, str) and mask else None,
+                    "split": split,
+                }
+            )
+    if not any(record["split"] == "test" for record in records):
+        msg = f"datamodule {type(datamodule).__name__} has no test images to discover classes in"
+        raise ValueError(msg)
+    category = str(getattr(datamodule, "category", "") or "")
+    return make_sample_table(records), str(getattr(datamodule, "name", type(datamodule).__name__)), category

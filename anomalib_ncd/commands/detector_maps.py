@@ -1,0 +1,153 @@
+"""Where a run's anomaly maps come from: saved maps, an anomalib checkpoint, or a Patchcore trained here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from anomalib_ncd.backbones.offline_weights import DEFAULT_BACKBONE
+from anomalib_ncd.maps.map_set import AnomalyMapSet
+
+logger = logging.getLogger("anomalib_ncd")
+
+MAPS_FOLDER = "maps"
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """The anomaly detector whose maps the run uses.
+
+    Give ``checkpoint`` (a trained anomalib model) or ``maps`` (saved maps); with neither, anomalib's
+    Patchcore is trained on the dataset's normal training images with the settings below.
+
+    Attributes:
+        checkpoint: an anomalib checkpoint, e.g.
+            ``results/Patchcore/MVTecAD/bottle/latest/weights/lightning/model.ckpt``.
+        model: the checkpoint's model class (``Patchcore``, ``anomalib_ncd.models.Prn``...); taken
+            from the results path ``results/<Model>/...`` when omitted.
+        maps: a folder of saved anomaly maps (``index.csv`` from ``AnomalyMapExporter``, or one map
+            per image in the dataset's layout, as the AnomalyNCD authors distribute them).
+        backbone: timm backbone of the Patchcore trained here.
+        image_size: detector input size (square) of the Patchcore trained here, and the size images
+            are batched at for a checkpoint whose input size cannot be read from its pre-processor.
+        coreset_sampling_ratio: Patchcore's memory-bank subsampling.
+        max_train_images: train the Patchcore on at most this many normal images (a deterministic
+            sample; ``None``: all). Patchcore's greedy coreset is slow on a few CPU cores.
+    """
+
+    checkpoint: str | None = None
+    model: str | None = None
+    maps: str | None = None
+    backbone: str = DEFAULT_BACKBONE
+    image_size: int = 256
+    coreset_sampling_ratio: float = 0.01
+    max_train_images: int | None = None
+
+
+def anomaly_maps(
+    settings: DetectorSettings,
+    table: pd.DataFrame,
+    dataset: str,
+    category: str,
+    workdir: Path,
+    *,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    seed: int = 0,
+) -> tuple[AnomalyMapSet, str | None]:
+    """The raw anomaly maps of the table's test images.
+
+    Args:
+        settings: where the maps come from.
+        table: the sample table (test rows are mapped; normal train rows train a detector).
+        dataset: dataset name (anomalib's results path of a detector trained here).
+        category: category name.
+        workdir: the run folder; a detector trained here goes to ``<workdir>/detector``.
+        accelerator: Lightning accelerator.
+        devices: Lightning devices.
+        seed: seed of the training-image sample.
+
+    Returns:
+        The maps (with the table's ground truth) and the detector checkpoint (``None`` for saved maps).
+
+    Raises:
+        FileNotFoundError: when the checkpoint or the maps folder does not exist.
+        ValueError: when both a checkpoint and maps are given, or a detector is to be trained on a
+            dataset without normal training images.
+    """
+    from anomalib_ncd.data import to_anomalib_datamodule
+    from anomalib_ncd.maps.folder import load_map_folder
+    from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps
+
+    test = table[table["split"] == "test"]
+    if settings.checkpoint is not None and settings.maps is not None:
+        msg = "give the detector's checkpoint or saved maps, not both"
+        raise ValueError(msg)
+    if settings.maps is not None:
+        return load_map_folder(settings.maps, samples=test), None
+    if settings.checkpoint is not None:
+        model = load_anomalib_model(settings.checkpoint, settings.model)
+        checkpoint = str(Path(settings.checkpoint).resolve())
+        image_size = input_size(model) or settings.image_size
+    else:
+        model, checkpoint = _train_patchcore(settings, table, dataset, category, workdir, accelerator, devices, seed)
+        image_size = settings.image_size
+    datamodule = to_anomalib_datamodule(test, dataset, category=category, image_size=image_size)
+    maps = predict_maps(model, datamodule, samples=test, accelerator=accelerator, devices=devices)
+    return maps, checkpoint
+
+
+def input_size(model: Any) -> tuple[int, int] | None:
+    """The image size an anomalib model's pre-processor resizes to, when it has a plain resize.
+
+    Args:
+        model: an anomalib model.
+
+    Returns:
+        ``(height, width)``, or ``None`` when unknown.
+    """
+    from torchvision.transforms import v2
+
+    transform = getattr(getattr(model, "pre_processor", None), "transform", None)
+    steps = getattr(transform, "transforms", [transform])
+    for step in steps:
+        if isinstance(step, v2.Resize) and step.size is not None and len(step.size) == 2:
+            return int(step.size[0]), int(step.size[1])
+    return None
+
+
+def _train_patchcore(
+    settings: DetectorSettings,
+    table: pd.DataFrame,
+    dataset: str,
+    category: str,
+    workdir: Path,
+    accelerator: str,
+    devices: int | str,
+    seed: int,
+) -> tuple[Any, str]:
+    from anomalib_ncd.data import to_anomalib_datamodule
+    from anomalib_ncd.data.mtd import cap_detector_training
+    from anomalib_ncd.detector import make_patchcore, train_detector
+
+    if not (table["split"] == "train").any():
+        msg = (
+            f"dataset {dataset} has no normal training images to train a detector on; "
+            "give --detector.checkpoint or --detector.maps"
+        )
+        raise ValueError(msg)
+    if settings.max_train_images is not None:
+        table = cap_detector_training(table, settings.max_train_images, seed)
+    size = settings.image_size
+    datamodule = to_anomalib_datamodule(table, dataset, category=category, image_size=(size, size))
+    model = make_patchcore(settings.backbone, coreset_sampling_ratio=settings.coreset_sampling_ratio)
+    n_train = int((table["split"] == "train").sum())
+    logger.info("Training Patchcore (%s) on %d normal images", settings.backbone, n_train)
+    engine = train_detector(
+        model, datamodule, root_dir=workdir / "detector", max_epochs=1, accelerator=accelerator, devices=devices
+    )
+    return model, str(Path(engine.trainer.checkpoint_callback.best_model_path).resolve())

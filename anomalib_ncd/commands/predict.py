@@ -1,0 +1,161 @@
+"""``anomalib-ncd predict``: classify new images with a discovery run's model and its detector."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml
+from anomalib_ncd.io import atomic_write_text
+from anomalib_ncd.maps.folder import IMAGE_SUFFIXES
+from anomalib_ncd.results import next_version_dir, read_run_state, resolve_run
+
+if TYPE_CHECKING:
+    from anomalib_ncd.discovery.classification import ImageClassification
+    from anomalib_ncd.maps.map_set import AnomalyMapSet
+
+logger = logging.getLogger("anomalib_ncd")
+
+CHECKPOINT = Path("weights") / "lightning" / "model.ckpt"
+
+
+def predict(
+    run: str,
+    images: str,
+    maps: str | None = None,
+    output: str | None = None,
+    overlays: bool = False,
+    batch_size: int = 32,
+    accelerator: str = "auto",
+    devices: int = 1,
+) -> Path:
+    """Classify new images: per image its class (known, discovered or normal), per region its class.
+
+    Args:
+        run: a completed ``discover`` run folder (or its ``latest`` link).
+        images: an image file or a folder of images (searched recursively).
+        maps: saved raw maps of these images (``index.csv`` folder); needed when the run was
+            discovered from saved maps and so has no detector.
+        output: output folder (default: ``<run>/predictions/vN``).
+        overlays: also write, per image, its anomaly-map overlay with region boxes and classes.
+        batch_size: regions per forward pass.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``...).
+        devices: number of devices.
+
+    Returns:
+        The output folder, with ``predictions.csv`` and ``predictions.json``.
+    """
+    arguments = dict(locals())
+    run_dir = resolve_run(run)
+    state = read_run_state(run_dir)
+    if state.get("command") != "discover" or not state.get("complete"):
+        msg = f"{run_dir} is not a completed discover run"
+        raise ValueError(msg)
+    image_files = list_images(images)
+    map_set = _maps_of(image_files, maps, state.get("detector_checkpoint"), accelerator, devices)
+    from anomalib_ncd.discovery.lightning_model import AnomalyNCD
+    from anomalib_ncd.pipeline.estimator import DefectDiscovery
+
+    model = AnomalyNCD.load_from_checkpoint(str(run_dir / CHECKPOINT), map_location="cpu", weights_only=False)
+    discovery = DefectDiscovery(model, accelerator=accelerator, devices=devices)
+    found = discovery.classify(map_set, batch_size=batch_size)
+    from anomalib_ncd.pipeline.tables import assignments_table
+
+    table = assignments_table(map_set, found, model.class_names)
+    folder = Path(output) if output is not None else next_version_dir(run_dir / "predictions")
+    if overlays:
+        map_range = (model.mebin.min_th_, model.mebin.max_th_)
+        _write_overlays(folder / "overlays", map_set, found, model.class_names, map_range)
+    atomic_write_text(folder / "predictions.csv", table.to_csv(index=False))
+    records = json.loads(table.to_json(orient="records"))
+    for record in records:
+        for key in ("region_boxes", "region_classes", "region_confidences", "region_scores"):
+            record[key] = json.loads(record[key])
+    atomic_write_text(folder / "predictions.json", json.dumps(records, indent=2))
+    atomic_write_text(folder / CONFIG_FILE, config_yaml(arguments))
+    counts = table["class_name"].value_counts().to_dict()
+    print(f"{len(table)} images classified ({', '.join(f'{k}: {v}' for k, v in counts.items())}); results in {folder}")
+    return folder
+
+
+def list_images(images: str | Path) -> list[Path]:
+    """Image files of a path: the file itself, or every image under a folder (sorted).
+
+    Args:
+        images: a file or folder.
+
+    Returns:
+        The image files.
+
+    Raises:
+        FileNotFoundError: when the path does not exist.
+        ValueError: when the folder holds no image.
+    """
+    path = Path(images)
+    if path.is_file():
+        return [path.resolve()]
+    if not path.is_dir():
+        msg = f"image file or folder not found: {path}"
+        raise FileNotFoundError(msg)
+    files = sorted(p.resolve() for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        msg = f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}"
+        raise ValueError(msg)
+    return files
+
+
+def _maps_of(
+    image_files: list[Path], maps: str | None, detector_checkpoint: str | None, accelerator: str, devices: int
+) -> AnomalyMapSet:
+    from anomalib_ncd.data.samples import make_sample_table
+    from anomalib_ncd.maps.folder import load_map_folder
+    from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps
+
+    samples = make_sample_table(
+        {"image_path": str(path), "defect_type": "unknown", "is_normal": False, "split": "test"} for path in image_files
+    )
+    if maps is not None:
+        map_set = load_map_folder(maps, samples=samples)
+    elif detector_checkpoint is None:
+        msg = "this run was discovered from saved maps and has no detector: give the new images' maps with --maps"
+        raise ValueError(msg)
+    else:
+        from anomalib_ncd.commands.detector_maps import input_size
+        from anomalib_ncd.data import to_anomalib_datamodule
+
+        detector = load_anomalib_model(detector_checkpoint)
+        datamodule = to_anomalib_datamodule(samples, "predict", image_size=input_size(detector) or 256)
+        map_set = predict_maps(detector, datamodule, accelerator=accelerator, devices=devices)
+    map_set.defect_types = None  # the placeholder type is not ground truth
+    map_set.is_normal = None
+    return map_set
+
+
+def _write_overlays(
+    folder: Path,
+    map_set: AnomalyMapSet,
+    found: ImageClassification,
+    class_names: list[str],
+    map_range: tuple[float, float],
+) -> None:
+    """One PNG per image: its anomaly map over it, region boxes in their class colour, its class."""
+    import cv2
+
+    from anomalib_ncd.data.image_io import read_image
+    from anomalib_ncd.pipeline.tables import region_table
+    from anomalib_ncd.regions.extract import write_png
+    from anomalib_ncd.report.thumbnails import class_colour, draw_regions, overlay_map
+
+    regions = region_table(map_set, found, class_names)
+    for index, path in enumerate(map_set.image_paths):
+        image = read_image(path)
+        canvas = draw_regions(
+            overlay_map(image, map_set.maps[index], map_range), regions[regions["image_index"] == index], (1.0, 1.0)
+        )
+        label = f"{class_names[int(found.classes[index])]} {found.confidence[index]:.2f}"
+        scale = max(image.shape[1] / 640, 0.4)
+        cv2.putText(canvas, label, (4, int(18 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
+                    class_colour(int(found.classes[index])), max(1, round(scale)), cv2.LINE_AA)  # fmt: skip
+        write_png(folder / f"{index:06d}_{Path(path).stem}.png", canvas)

@@ -1,0 +1,98 @@
+"""``anomalib-ncd regions``: the region stage alone (detector maps -> MEBin -> anomaly-centred regions)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from anomalib_ncd.commands.datasets import SYNTHETIC, load_dataset
+from anomalib_ncd.commands.detector_maps import DetectorSettings, anomaly_maps
+from anomalib_ncd.io import atomic_write_text
+from anomalib_ncd.regions.crops import CropSettings
+from anomalib_ncd.regions.mebin import MEBin
+from anomalib_ncd.results import mark_latest, new_run_dir, write_run_state
+
+logger = logging.getLogger("anomalib_ncd")
+
+
+def regions(
+    data: str = SYNTHETIC,
+    category: str | None = None,
+    maps: str | None = None,
+    backbone: str = "mobilenetv2_100.tv_in1k",
+    image_size: int = 256,
+    coreset_sampling_ratio: float = 0.01,
+    mebin: MEBin | None = None,
+    crops: CropSettings | None = None,
+    working_long_side: int = 256,
+    save_crops: bool = True,
+    output: str = "results",
+    accelerator: str = "auto",
+    devices: int = 1,
+    seed: int = 0,
+) -> Path:
+    """Run the region stage: detector maps -> MEBin -> anomaly-centred regions.
+
+    Without arguments it runs on a built-in synthetic dataset (generated on the fly, no network):
+    trains anomalib's Patchcore on offline ImageNet weights, takes its raw maps, binarises them
+    with MEBin and writes the regions.
+
+    Args:
+        data: ``synthetic`` or a dataset folder (MTD, NEU-DET, MVTec AD category or ``root/<type>/*``).
+        category: MVTec AD category under ``data``.
+        maps: a folder of saved anomaly maps (``index.csv`` or the dataset's layout); skips the detector.
+        backbone: timm backbone of the Patchcore detector.
+        image_size: detector input size (square).
+        coreset_sampling_ratio: Patchcore memory-bank subsampling.
+        mebin: MEBin settings.
+        crops: crop settings.
+        working_long_side: long side at which maps are binarised.
+        save_crops: write each region's crop and mask as PNG.
+        output: results root; the run goes to ``<output>/NCD/<dataset>/<category>/vN``.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``...).
+        devices: number of devices.
+        seed: random seed.
+
+    Returns:
+        The run folder.
+    """
+    from lightning.pytorch import seed_everything
+
+    from anomalib_ncd.regions.extract import extract_regions
+
+    seed_everything(seed, workers=True, verbose=False)
+    output_root = Path(output)
+    table, dataset, category_name = load_dataset(data, category, output_root / "data", seed)
+    if maps is None and not (table["split"] == "train").any():
+        msg = f"dataset {data} has no normal training images for the detector; give saved maps with --maps"
+        raise ValueError(msg)
+    run = new_run_dir(output_root, dataset, category_name)
+    write_run_state(run, command="regions", complete=False, dataset=dataset, category=category_name)
+    logger.info("Run folder: %s", run)
+    settings = DetectorSettings(
+        maps=maps, backbone=backbone, image_size=image_size, coreset_sampling_ratio=coreset_sampling_ratio
+    )
+    map_set, _ = anomaly_maps(
+        settings, table, dataset, category_name, run, accelerator=accelerator, devices=devices, seed=seed
+    )
+    region_set = extract_regions(
+        map_set, mebin=mebin or MEBin(), crop_settings=crops, working_long_side=working_long_side
+    )
+    if save_crops:
+        region_set.save(run / "regions")
+    else:
+        atomic_write_text(run / "regions" / "regions.csv", region_set.table().to_csv(index=False))
+    summary = {
+        "dataset": dataset,
+        "category": category_name,
+        "images": len(map_set),
+        "regions": len(region_set),
+        "images_without_region": sum(all(r.whole_image for r in region_set.of_image(i)) for i in range(len(map_set))),
+        "mebin_range": [region_set.mebin.min_th_, region_set.mebin.max_th_],
+    }
+    atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
+    write_run_state(run, complete=True)
+    mark_latest(run)
+    print(f"{summary['regions']} regions from {summary['images']} images; results in {run}")
+    return run

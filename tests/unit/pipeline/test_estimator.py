@@ -1,0 +1,109 @@
+"""DefectDiscovery: fit / predict on a small scene of images with raw detector-like maps."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from anomalib.data import ImageBatch
+from lightning.pytorch import seed_everything
+
+from anomalib_ncd import AnomalyMapSet, DefectDiscovery, NothingToDiscoverError
+from anomalib_ncd.pipeline.estimator import as_map_set
+from anomalib_ncd.pipeline.tables import decode_list_column
+from tests.unit.discovery.test_model_lightning import SHAPE, make_model, make_scene
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("estimator")
+    _, _, centres, map_set = make_scene(root)
+    seed_everything(0, verbose=False)
+    discovery = DefectDiscovery(make_model(epochs=2), checkpoint_dir=root / "ckpt", root_dir=root, progress=False)
+    discovery.fit(map_set)
+    return {"discovery": discovery, "map_set": map_set, "root": root, "centres": centres}
+
+
+def test_fit_gives_one_row_per_image(fitted):
+    discovery, map_set = fitted["discovery"], fitted["map_set"]
+    table = discovery.assignments_
+    assert list(table["image_path"]) == map_set.image_paths
+    assert table["pred_class"].between(0, 2).all()
+    assert list(table["class_name"]) == [discovery.model.class_names[c] for c in table["pred_class"]]
+    # images 0 and 1 have no defect: no region, classified normal by the detector's verdict
+    assert list(table["n_regions"][:2]) == [0, 0]
+    assert list(table["class_name"][:2]) == ["normal", "normal"]
+    assert (table["n_regions"][2:] >= 1).all()
+    boxes = decode_list_column(table, "region_boxes")
+    for (cy, cx), image_boxes in zip(fitted["centres"][2:], boxes[2:], strict=True):
+        assert any(x0 <= cx < x1 and y0 <= cy < y1 for x0, y0, x1, y1 in image_boxes)
+    assert discovery.checkpoint_path_.is_file()
+    assert discovery.checkpoint_path_.parent == fitted["root"] / "ckpt"
+
+
+def test_predict_on_the_fit_set_repeats_the_fit_classes(fitted):
+    discovery, map_set = fitted["discovery"], fitted["map_set"]
+    predicted = discovery.predict(map_set)
+    np.testing.assert_array_equal(predicted["pred_class"], discovery.assignments_["pred_class"])
+    np.testing.assert_allclose(predicted["confidence"], discovery.assignments_["confidence"], atol=1e-4)
+    assert list(predicted["region_boxes"]) == list(discovery.assignments_["region_boxes"])
+
+
+def test_region_table_matches_the_assignments(fitted):
+    discovery = fitted["discovery"]
+    regions = discovery.region_table()
+    assert len(regions) == len(discovery.regions_)
+    counts = regions[~regions["whole_image"]].groupby("image_index").size()
+    assert counts.sum() == discovery.assignments_["n_regions"].sum()
+
+
+def test_engine_predictions_are_accepted(fitted, caplog):
+    map_set = fitted["map_set"]
+    batches = [
+        ImageBatch(
+            image=torch.zeros(2, 3, *SHAPE),
+            anomaly_map=torch.from_numpy(np.stack(map_set.maps[i : i + 2]))[:, None],
+            pred_score=torch.tensor([0.1, 0.9]),
+            image_path=map_set.image_paths[i : i + 2],
+        )
+        for i in range(0, len(map_set), 2)
+    ]
+    converted = as_map_set(batches)
+    assert converted.image_paths == map_set.image_paths
+    for mine, theirs in zip(converted.maps, map_set.maps, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    assert converted.scores[:2] == pytest.approx([0.1, 0.9])
+    predicted = fitted["discovery"].predict(batches)
+    np.testing.assert_array_equal(predicted["pred_class"], fitted["discovery"].assignments_["pred_class"])
+    # maps clipped by anomalib's post-processor get a warning
+    pairs = zip(map_set.maps, map_set.image_paths, strict=True)
+    clipped = [{"anomaly_map": np.clip(m, 0, 1)[None], "image_path": [p]} for m, p in pairs]
+    with caplog.at_level(logging.WARNING):
+        as_map_set(clipped)
+    assert "clipped" in caplog.text
+
+
+def test_a_set_without_anomaly_is_refused(tmp_path):
+    _, _, _, map_set = make_scene(tmp_path, n_images=3)
+    flat = AnomalyMapSet.from_arrays([np.full(SHAPE, 0.2, np.float32)] * 3, map_set.image_paths)
+    with pytest.raises(NothingToDiscoverError, match="no anomaly was found in any of the 3 images"):
+        DefectDiscovery(make_model(), progress=False, root_dir=tmp_path).fit(flat)
+
+
+def test_more_classes_than_regions_is_refused(tmp_path):
+    _, _, _, map_set = make_scene(tmp_path, n_images=4)  # two images with one blob each
+    with pytest.raises(NothingToDiscoverError, match="3 classes to discover but only 2 anomalous regions"):
+        DefectDiscovery(make_model(), progress=False, root_dir=tmp_path).fit(map_set)
+
+
+def test_fit_resumes_from_a_checkpoint(fitted, tmp_path):
+    discovery, map_set = fitted["discovery"], fitted["map_set"]
+    checkpoint = torch.load(discovery.checkpoint_path_, weights_only=False, map_location="cpu")
+    assert checkpoint["epoch"] == 1
+    seed_everything(0, verbose=False)
+    longer = DefectDiscovery(make_model(epochs=3), checkpoint_dir=tmp_path, root_dir=tmp_path, progress=False)
+    longer.fit(map_set, resume_from=discovery.checkpoint_path_)
+    resumed = torch.load(longer.checkpoint_path_, weights_only=False, map_location="cpu")
+    assert resumed["epoch"] == 2  # one more epoch, not three
+    # the resumed model started from the saved prototypes, not from a new initialisation
+    assert bool(resumed["state_dict"]["prototypes_initialised"])
