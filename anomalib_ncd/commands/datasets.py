@@ -71,6 +71,10 @@ def table_from_datamodule(datamodule: AnomalibDataModule) -> tuple[pd.DataFrame,
     Raises:
         ValueError: when the datamodule has no test images.
     """
+    category = str(getattr(datamodule, "category", "") or "")
+    name = str(getattr(datamodule, "name", type(datamodule).__name__))
+    if callable(getattr(datamodule, "sample_table", None)):  # ours know each image's type already
+        return datamodule.sample_table(), name, category
     if not hasattr(datamodule, "test_data"):
         datamodule.setup()
     records = []
@@ -94,5 +98,4 @@ def table_from_datamodule(datamodule: AnomalibDataModule) -> tuple[pd.DataFrame,
     if not any(record["split"] == "test" for record in records):
         msg = f"datamodule {type(datamodule).__name__} has no test images to discover classes in"
         raise ValueError(msg)
-    category = str(getattr(datamodule, "category", "") or "")
-    return make_sample_table(records), str(getattr(datamodule, "name", type(datamodule).__name__)), category
+    return make_sample_table(records), name, category

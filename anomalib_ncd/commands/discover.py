@@ -29,7 +29,6 @@ from jsonargparse import lazy_instance
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml, load_arguments
 from anomalib_ncd.commands.datasets import SYNTHETIC, load_dataset, table_from_datamodule
 from anomalib_ncd.commands.detector_maps import MAPS_FOLDER, DetectorSettings, anomaly_maps
-from anomalib_ncd.commands.report_data import discovery_report_data
 from anomalib_ncd.discovery.guidance import GuidanceSettings
 from anomalib_ncd.discovery.lightning_model import TrainingSettings
 from anomalib_ncd.discovery.views import ViewSettings
@@ -268,7 +267,7 @@ def _write_outputs(
     arguments: dict[str, Any],
     timings: dict[str, float],
 ) -> None:
-    from anomalib_ncd.evaluation.metrics import HEADLINE, discovery_metrics
+    from anomalib_ncd.evaluation.metrics import HEADLINE
 
     def _headline(values: dict[str, Any]) -> dict[str, Any]:
         return {key: values[key] for key in HEADLINE}
@@ -276,7 +275,7 @@ def _write_outputs(
     assignments, regions = discovery.assignments_, discovery.region_table()
     atomic_write_text(run / "assignments.csv", assignments.to_csv(index=False))
     atomic_write_text(run / "regions.csv", regions.to_csv(index=False))
-    metrics = discovery_metrics(assignments, regions) if "defect_type" in assignments else None
+    metrics = discovery.metrics()
     if metrics is not None:
         atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
     names = discovery.model.class_names
@@ -294,8 +293,6 @@ def _write_outputs(
     }
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
     if arguments["report"]:
-        from anomalib_ncd.report import write_report
-
         state = read_run_state(run)
         title = f"{state.get('dataset', '')} / {state.get('category', '') or 'all'} - {run.name}"
-        write_report(discovery_report_data(discovery, title, metrics, config=summary), run / "report")
+        discovery.write_report(run / "report", title, settings=summary)

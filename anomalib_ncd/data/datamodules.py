@@ -119,6 +119,7 @@ class SampleTableDataModule(AnomalibDataModule):
         Returns:
             The sample table, with the split this datamodule serves.
         """
+        raise NotImplementedError
 
     def sample_table(self) -> pd.DataFrame:
         """Return the sample table this datamodule serves, loading it on first call.

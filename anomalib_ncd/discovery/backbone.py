@@ -47,8 +47,11 @@ def _create(name: str, pretrained: bool, weights: str | Path | None, **kwargs: o
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     if not pretrained:  # a tag names weights; random initialisation needs only the architecture
         return timm.create_model(name.split(".", maxsplit=1)[0], pretrained=False, **kwargs)
-    from anomalib_ncd.backbones.offline_weights import WeightsNotFoundError, ensure_backbone
+    from anomalib_ncd.backbones.hub import use_cache_only_if_hub_unreachable
+    from anomalib_ncd.backbones.offline_weights import OFFLINE_WEIGHTS, WeightsNotFoundError, ensure_backbone
 
+    if name not in OFFLINE_WEIGHTS:
+        use_cache_only_if_hub_unreachable()
     try:
         return timm.create_model(ensure_backbone(name), pretrained=True, **kwargs)
     except (OSError, RuntimeError) as error:  # hub unreachable, file missing, unknown tag

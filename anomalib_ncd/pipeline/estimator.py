@@ -194,6 +194,35 @@ class DefectDiscovery:
         map_set = as_map_set(maps)
         return assignments_table(map_set, self.classify(map_set), self.model.class_names)
 
+    def metrics(self) -> dict[str, Any] | None:
+        """NMI / ARI / matched accuracy of the fit set at image and region level (after :meth:`fit`).
+
+        Returns:
+            ``metrics.json``'s content, or ``None`` when the fit set's true types are unknown.
+        """
+        from anomalib_ncd.evaluation.metrics import discovery_metrics
+
+        if "defect_type" not in self.assignments_:
+            return None
+        return discovery_metrics(self.assignments_, self.region_table())
+
+    def write_report(self, folder: str | Path, title: str = "defect classes", settings: dict | None = None) -> Path:
+        """Write the visual HTML report of the fit set (after :meth:`fit`).
+
+        Args:
+            folder: the report folder (``index.html`` and its plots).
+            title: the report's title.
+            settings: configuration shown in the report's appendix (default: the model's settings).
+
+        Returns:
+            The path of ``index.html``.
+        """
+        from anomalib_ncd.pipeline.report_data import discovery_report_data
+        from anomalib_ncd.report import write_report
+
+        data = discovery_report_data(self, title, self.metrics(), settings or self.model.settings_dict())
+        return write_report(data, folder)
+
     def region_table(self) -> pd.DataFrame:
         """One row per region of the fit set (after :meth:`fit`).
 

@@ -156,3 +156,72 @@ def test_the_checkpoint_loads_back(anomalib_cli_run: AnomalibCliRun) -> None:
     assert isinstance(model, Patchcore)
     assert model.model.backbone == BACKBONE
     assert model.model.memory_bank.shape[0] > 0
+
+
+@pytest.fixture(scope="module")
+def discovered(anomalib_cli_run: AnomalibCliRun, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`anomalib-ncd discover` on the checkpoint `anomalib train` wrote (in-process, the real entry point)."""
+    from anomalib_ncd.cli import main
+
+    output = tmp_path_factory.mktemp("discover_on_anomalib")
+    arguments = [
+        "discover",
+        f"--data={anomalib_cli_run.dataset_root / CATEGORY}",
+        f"--detector.checkpoint={anomalib_cli_run.checkpoint}",
+        "--n_novel_classes=5",
+        f"--backbone={BACKBONE}",
+        "--training.epochs=3",
+        "--views.n_views=2",
+        f"--output={output}",
+    ]
+    code = main(arguments)
+    return {"code": code, "run": output / "NCD" / "synthetic" / CATEGORY / "latest", "output": output}
+
+
+def test_discover_on_the_anomalib_checkpoint(anomalib_cli_run: AnomalibCliRun, discovered: dict) -> None:
+    import pandas as pd
+
+    from anomalib_ncd.results import read_run_state
+
+    assert discovered["code"] == 0
+    run = discovered["run"]
+    state = read_run_state(run)
+    assert state["complete"] is True
+    assert state["detector_checkpoint"] == str(anomalib_cli_run.checkpoint.resolve())
+    assignments = pd.read_csv(run / "assignments.csv")
+    assert len(assignments) == 4 + 4 * 4  # test/good + 4 types
+    assert assignments["anomaly_score"].notna().all()  # the detector's own scores
+    assert (run / "report" / "index.html").is_file()
+
+
+def test_predict_runs_the_recorded_detector(anomalib_cli_run: AnomalibCliRun, discovered: dict) -> None:
+    import pandas as pd
+
+    from anomalib_ncd.cli import main
+
+    images = anomalib_cli_run.dataset_root / CATEGORY / "test" / "crack"
+    out = discovered["output"] / "predicted"
+    assert main(["predict", f"--run={discovered['run']}", f"--images={images}", f"--output={out}"]) == 0
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == 4
+    assignments = pd.read_csv(discovered["run"] / "assignments.csv").set_index("image_path")
+    # the same images through the same detector and model: the same classes as in the discovery run
+    for row in predictions.itertuples():
+        assert row.pred_class == assignments.loc[row.image_path, "pred_class"]
+
+
+def test_engine_predict_with_an_attached_detector(anomalib_cli_run: AnomalibCliRun, discovered: dict) -> None:
+    from anomalib.engine import Engine
+
+    from anomalib_ncd import AnomalyNCD, DiscoveryBatch
+    from anomalib_ncd.maps.from_anomalib import load_anomalib_model
+
+    checkpoint = discovered["run"] / "weights" / "lightning" / "model.ckpt"
+    model = AnomalyNCD.load_from_checkpoint(str(checkpoint), map_location="cpu", weights_only=False)
+    model.detector = load_anomalib_model(anomalib_cli_run.checkpoint)
+    images = anomalib_cli_run.dataset_root / CATEGORY / "test" / "hole"
+    batches = Engine(logger=False, accelerator="cpu", devices=1).predict(model=model, data_path=images)
+    assert all(isinstance(batch, DiscoveryBatch) for batch in batches)
+    classes = [int(c) for batch in batches for c in batch.pred_class]
+    assert len(classes) == 4
+    assert all(0 <= c < model.n_classes for c in classes)
