@@ -475,7 +475,9 @@ class AnomalyNCD(AnomalibModule):
         return self._classify(regions, batch_size)[0]
 
     @torch.no_grad()
-    def _classify(self, regions: Sequence[RegionLike], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    def _classify(
+        self, regions: Sequence[RegionLike], batch_size: int = 32, progress: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and CLS features of regions of new images."""
         from anomalib_ncd.discovery.guidance import guide_of, pool_to_patches
 
@@ -490,6 +492,8 @@ class AnomalyNCD(AnomalibModule):
             images = torch.stack([view[0] for view in views]).to(self.device)
             anomaly = pool_to_patches(torch.stack([view[1] for view in views]), backbone.grid).to(self.device)
             features.append(self.model.embed(backbone.frozen(images, anomaly), anomaly).float().cpu())
+            if progress is not None:
+                progress(len(chunk))
         self.model.train(was_training)
         whole_image = torch.tensor([bool(region.whole_image) for region in regions])
         all_features = torch.cat(features)
@@ -500,6 +504,7 @@ class AnomalyNCD(AnomalibModule):
         images: Sequence[np.ndarray],
         anomaly_maps: Sequence[np.ndarray],
         batch_size: int = 32,
+        progress: bool = False,
     ) -> ImageClassification:
         """Classify new images from their detector's raw anomaly maps.
 
@@ -511,6 +516,7 @@ class AnomalyNCD(AnomalibModule):
             anomaly_maps: each image's raw map (the scale of the maps the model was prepared with),
                 at any resolution: it is brought to the image's aspect ratio first.
             batch_size: regions per forward pass.
+            progress: show progress bars (cutting regions, classifying them).
 
         Returns:
             The image and region classes.
@@ -525,12 +531,17 @@ class AnomalyNCD(AnomalibModule):
         if len(images) != len(anomaly_maps):
             msg = f"{len(images)} images but {len(anomaly_maps)} anomaly maps"
             raise ValueError(msg)
+        silent = None if progress else (lambda _: None)
         regions: list[Region] = []
-        for index, (image, anomaly_map) in enumerate(zip(images, anomaly_maps, strict=True)):
-            regions += regions_of_image(
-                image, np.asarray(anomaly_map).squeeze(), self.mebin, self.crop_settings, index, self.working_long_side
-            )
-        probabilities, features = self._classify(regions, batch_size)
+        with progress_bar("Cutting regions", len(images), silent) as advance:
+            for index, (image, anomaly_map) in enumerate(zip(images, anomaly_maps, strict=True)):
+                squeezed = np.asarray(anomaly_map).squeeze()
+                regions += regions_of_image(
+                    image, squeezed, self.mebin, self.crop_settings, index, self.working_long_side
+                )
+                advance(1)
+        with progress_bar("Classifying regions", len(regions), silent) as advance:
+            probabilities, features = self._classify(regions, batch_size, advance)
         image_index = np.array([region.image_index for region in regions])
         areas = np.array([region.area for region in regions], dtype=float)
         fused = fuse_regions(probabilities, areas, image_index, len(images), self.fusion_temperature)

@@ -180,7 +180,7 @@ class DefectDiscovery:
         """
         map_set = as_map_set(maps)
         images = [read_set_image(map_set, index) for index in range(len(map_set))]
-        return self.model.classify_images(images, map_set.maps, batch_size=batch_size)
+        return self.model.classify_images(images, map_set.maps, batch_size=batch_size, progress=self.progress)
 
     def predict(self, maps: MapsLike) -> pd.DataFrame:
         """Classify new images: one row per image, as ``assignments.csv``.

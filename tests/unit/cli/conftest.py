@@ -3,7 +3,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from anomalib_ncd.data import generate_synthetic_dataset
 
@@ -31,12 +30,3 @@ def dataset_with_maps(tmp_path):
         tmp_path / "data", "brick", image_size=SHAPE, n_train_good=2, n_test_good=3, n_per_type=2, seed=1
     )
     return tmp_path / "data" / "brick", write_detector_like_maps(table, tmp_path / "maps"), table
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: on a small shared CPU, intra-op threads cost more than they bring."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

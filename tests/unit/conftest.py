@@ -4,7 +4,7 @@ import torch
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """Tiny models: on a small shared CPU, intra-op threads cost more than they bring."""
+    """Small models: on a small shared CPU, intra-op torch threads cost more than they bring (10x here)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
