@@ -47,6 +47,23 @@ class DetectorSettings:
     coreset_sampling_ratio: float = 0.01
     max_train_images: int | None = None
 
+    def check(self) -> None:
+        """Check what can be checked before a run starts (so a typo leaves no half-made run folder).
+
+        Raises:
+            ValueError: when both a checkpoint and maps are given.
+            FileNotFoundError: when the checkpoint or the maps folder does not exist.
+        """
+        if self.checkpoint is not None and self.maps is not None:
+            msg = "give the detector's checkpoint or saved maps, not both"
+            raise ValueError(msg)
+        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
+            msg = f"detector checkpoint not found: {self.checkpoint}"
+            raise FileNotFoundError(msg)
+        if self.maps is not None and not Path(self.maps).is_dir():
+            msg = f"anomaly-map folder not found: {self.maps}"
+            raise FileNotFoundError(msg)
+
 
 def anomaly_maps(
     settings: DetectorSettings,
@@ -84,9 +101,7 @@ def anomaly_maps(
     from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps
 
     test = table[table["split"] == "test"]
-    if settings.checkpoint is not None and settings.maps is not None:
-        msg = "give the detector's checkpoint or saved maps, not both"
-        raise ValueError(msg)
+    settings.check()
     if settings.maps is not None:
         return load_map_folder(settings.maps, samples=test), None
     if settings.checkpoint is not None:

@@ -118,6 +118,7 @@ def discover(
     from lightning.pytorch import seed_everything
 
     seed_everything(seed, workers=True, verbose=False)
+    detector.check()
     table, dataset, category_name = _dataset(data, category, datamodule, Path(output), seed)
     if n_novel_classes is None:
         if data != SYNTHETIC or datamodule is not None:

@@ -258,6 +258,12 @@ class AnomalyNCD(AnomalibModule):
         # kept outside the module tree: its weights live in its own anomalib checkpoint
         self._detector = [] if detector is None else [detector.eval()]
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "detector":  # nn.Module would register a module value as a submodule, not call the setter
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     @property
     def learning_rate(self) -> float:
         """The configured learning rate, or the profile's default (0.003 ViT, 0.01 CNN tail)."""

@@ -279,3 +279,13 @@ def test_subprocess_entry_point(dataset_with_maps, tmp_path):
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
     assert "anomalib-ncd: error: dataset folder not found" in bad.stderr
+
+
+def test_missing_checkpoint_leaves_no_run_folder(dataset_with_maps, tmp_path, capsys):
+    data, _, _ = dataset_with_maps
+    missing = tmp_path / "results" / "Patchcore" / "model.ckpt"
+    output = ["--output", str(tmp_path / "o")]
+    code = main(["discover", "--data", str(data), "--detector.checkpoint", str(missing), *output, *FAST])
+    assert code == 2
+    assert "detector checkpoint not found" in one_line_error(capsys)
+    assert not (tmp_path / "o" / "NCD").exists()

@@ -107,3 +107,16 @@ def test_fit_resumes_from_a_checkpoint(fitted, tmp_path):
     assert resumed["epoch"] == 2  # one more epoch, not three
     # the resumed model started from the saved prototypes, not from a new initialisation
     assert bool(resumed["state_dict"]["prototypes_initialised"])
+
+
+def test_an_attached_detector_stays_out_of_the_checkpoint():
+    model = make_model()
+    keys = set(model.state_dict())
+    detector = torch.nn.Linear(2, 2).train()
+    model.detector = detector
+    assert model.detector is detector
+    assert not detector.training  # used for inference only
+    assert set(model.state_dict()) == keys
+    assert "detector" not in dict(model.named_children())
+    model.detector = None
+    assert model.detector is None
