@@ -7,8 +7,10 @@ the problem instead of half-way through rendering the HTML.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -101,6 +103,22 @@ class ReportData:
             _check_mebin_curve(curve, position)
         _check_positive(self.max_per_class, "max_per_class")
         _check_positive(self.thumbnail_size, "thumbnail_size")
+        self._image_root: str | None = None
+
+    def display_name(self, row: int) -> str:
+        """An image's path relative to the folder all images share (its type folders included).
+
+        Args:
+            row: the image's row.
+
+        Returns:
+            e.g. ``MT_Blowhole/Imgs/exp1_num_265077.jpg``; the file name alone for a single image.
+        """
+        paths = [str(path) for path in self.images["image_path"]]
+        if self._image_root is None:
+            parents = [str(Path(path).parent) for path in paths]
+            self._image_root = os.path.commonpath(parents) if len(set(parents)) > 1 else parents[0]
+        return os.path.relpath(paths[row], self._image_root) if self._image_root else paths[row]
 
     @property
     def has_ground_truth(self) -> bool:

@@ -363,7 +363,7 @@ def _thumbs_html(thumbnails: Thumbnails | str, name: str) -> str:
 def _card(data: ReportData, row: int, region_rows: np.ndarray) -> str:
     image = data.images.loc[row]
     path = str(image["image_path"])
-    name = "/".join(Path(path).parts[-2:])  # the folder too: datasets reuse file names across types
+    name = data.display_name(row)  # the type folders too: datasets reuse file names across types
     facts = [
         ("confidence", _number(image["confidence"])),
         ("anomaly score", _number(image["anomaly_score"])),

@@ -234,3 +234,27 @@ def test_strip_and_grey_images(tmp_path):
 def test_overlay_normalisation_clips_and_ignores_nan():
     unit = normalise_map(np.array([[np.nan, -1.0, 2.0, 3.0, 9.0]]), (2.0, 4.0))
     np.testing.assert_allclose(unit, [[0.0, 0.0, 0.0, 0.5, 1.0]])
+
+
+def test_display_names_keep_the_type_folders():
+    import numpy as np
+    import pandas as pd
+
+    from anomalib_ncd.report import ReportData
+
+    images = pd.DataFrame(
+        {
+            "image_path": ["/d/MT_Blowhole/Imgs/a.jpg", "/d/MT_Free/Imgs/a.jpg"],
+            "pred_class": [0, 1],
+            "class_name": ["normal", "novel_1"],
+            "confidence": [1.0, 0.5],
+            "anomaly_score": [0.1, 0.2],
+            "n_regions": [0, 0],
+        }
+    )
+    regions = pd.DataFrame(
+        {"region": [0, 1], "image_index": [0, 1], "x0": [0, 0], "y0": [0, 0], "x1": [4, 4], "y1": [4, 4],
+         "pred_class": [0, 1], "confidence": [1.0, 0.5], "score": [0.0, 0.1], "whole_image": [True, True]}
+    )  # fmt: skip
+    data = ReportData("t", images, regions, [np.zeros((4, 4), np.float32)] * 2, (0.0, 1.0), ["normal", "novel_1"])
+    assert [data.display_name(i) for i in range(2)] == ["MT_Blowhole/Imgs/a.jpg", "MT_Free/Imgs/a.jpg"]
