@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from anomalib_ncd.baselines.anomaly_clustering import AnomalyClustering
     from anomalib_ncd.baselines.kmeans import KMeansBaseline
     from anomalib_ncd.discovery.batch import DiscoveryBatch
+    from anomalib_ncd.discovery.class_count import ClassCountSettings, estimate_class_count
     from anomalib_ncd.discovery.classification import ImageClassification
     from anomalib_ncd.discovery.guidance import GuidanceSettings
     from anomalib_ncd.discovery.known_classes import known_class_regions
@@ -45,6 +46,8 @@ _PUBLIC = {
     "AnomalyMapExporter": "anomalib_ncd.maps.export",
     "AnomalyMapSet": "anomalib_ncd.maps.map_set",
     "AnomalyNCD": "anomalib_ncd.discovery.lightning_model",
+    "ClassCountSettings": "anomalib_ncd.discovery.class_count",
+    "estimate_class_count": "anomalib_ncd.discovery.class_count",
     "CropSettings": "anomalib_ncd.regions.crops",
     "DiscoveryBatch": "anomalib_ncd.discovery.batch",
     "DefectDiscovery": "anomalib_ncd.pipeline.estimator",
@@ -79,6 +82,7 @@ __all__ = [
     "AnomalyMapExporter",
     "AnomalyMapSet",
     "AnomalyNCD",
+    "ClassCountSettings",
     "CropSettings",
     "DefectDiscovery",
     "DiscoveryBatch",
@@ -98,6 +102,7 @@ __all__ = [
     "ViewSettings",
     "clustering_report",
     "discovery_metrics",
+    "estimate_class_count",
     "extract_regions",
     "ground_truth_regions",
     "known_class_regions",

@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from jsonargparse import lazy_instance
@@ -29,6 +29,7 @@ from jsonargparse import lazy_instance
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml, load_arguments
 from anomalib_ncd.commands.datasets import SYNTHETIC, load_dataset, table_from_datamodule
 from anomalib_ncd.commands.detector_maps import MAPS_FOLDER, DetectorSettings, anomaly_maps
+from anomalib_ncd.discovery.class_count import ClassCountSettings
 from anomalib_ncd.discovery.guidance import GuidanceSettings
 from anomalib_ncd.discovery.lightning_model import TrainingSettings
 from anomalib_ncd.discovery.views import ViewSettings
@@ -56,7 +57,8 @@ def discover(
     category: str | None = None,
     datamodule: AnomalibDataModule | None = None,
     detector: DetectorSettings = DetectorSettings(),  # noqa: B008 (frozen settings)
-    n_novel_classes: int | None = None,
+    n_novel_classes: int | Literal["auto"] | None = None,
+    class_count: ClassCountSettings = ClassCountSettings(),  # noqa: B008
     known: str | None = None,
     known_category: str | None = None,
     backbone: str = "mobilenetv2_100.tv_in1k",
@@ -88,7 +90,9 @@ def discover(
             ``anomalib.data.MVTecAD``); an image's defect type is its folder's name.
         detector: the detector's checkpoint, or saved maps, or the Patchcore to train here.
         n_novel_classes: classes to discover, the normal class included (e.g. 6 for 5 defect types
-            and normal). Required, except on the built-in synthetic set.
+            and normal), or ``auto`` to estimate it from the regions (see ``class_count``).
+            Required, except on the built-in synthetic set.
+        class_count: candidate range of ``n_novel_classes: auto``.
         known: a labeled set of known defect classes (a dataset folder with masks or boxes).
         known_category: MVTec AD category of ``known``.
         backbone: timm backbone of the discovery model: a ViT (``vit_base_patch8_224.dino``, the
@@ -126,7 +130,7 @@ def discover(
             raise ValueError(msg)
         n_novel_classes = DEMO_NOVEL_CLASSES
         arguments["n_novel_classes"] = n_novel_classes
-    if n_novel_classes < 2:
+    if n_novel_classes != "auto" and n_novel_classes < 2:
         msg = f"n_novel_classes must be at least 2 (normal and one defect class), got {n_novel_classes}"
         raise ValueError(msg)
     known_set = _known_set(known, known_category, crops, Path(output), seed)
@@ -184,8 +188,10 @@ def _model(arguments: dict[str, Any], known_names: list[str]) -> AnomalyNCD:
     """The discovery model of the run (built before anything is written: bad settings fail early)."""
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
 
+    auto = arguments["n_novel_classes"] == "auto"
     return AnomalyNCD(
-        n_novel_classes=arguments["n_novel_classes"],
+        # with "auto" the model is rebuilt with the estimate once the regions are prepared
+        n_novel_classes=arguments["class_count"].k_max if auto else arguments["n_novel_classes"],
         n_known_classes=len(known_names),
         known_class_names=known_names or None,
         backbone=arguments["backbone"],
@@ -243,6 +249,7 @@ def _run(
             devices=arguments["devices"],
             checkpoint_dir=checkpoint.parent,
             root_dir=engine_root,
+            class_count=arguments["class_count"] if arguments["n_novel_classes"] == "auto" else None,
         )
         write_run_state(run, stage="training")
         discovery.fit(
@@ -255,7 +262,8 @@ def _run(
     _write_outputs(run, discovery, map_set, arguments, timings)
     write_run_state(run, stage="done", complete=True)
     mark_latest(run)
-    print(f"{len(map_set)} images, {len(discovery.regions_)} regions, {model.n_classes} classes; results in {run}")
+    n_classes = discovery.model.n_classes
+    print(f"{len(map_set)} images, {len(discovery.regions_)} regions, {n_classes} classes; results in {run}")
     if arguments["report"]:
         print(f"report: {run / 'report' / 'index.html'}")
     return run
@@ -279,7 +287,8 @@ def _write_outputs(
     metrics = discovery.metrics()
     if metrics is not None:
         atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
-    names = discovery.model.class_names
+    model = discovery.model  # with n_novel_classes: auto, rebuilt with the estimate
+    names = model.class_names
     counts = np.bincount(assignments["pred_class"].to_numpy(), minlength=len(names))
     summary = {
         "images": len(map_set),
@@ -287,7 +296,8 @@ def _write_outputs(
         "anomalous_regions": int((~regions["whole_image"]).sum()),
         "classes": {name: int(count) for name, count in zip(names, counts, strict=True)},
         "mebin_range": [discovery.regions_.mebin.min_th_, discovery.regions_.mebin.max_th_],
-        "head": int(discovery.model.best_head),
+        "head": int(model.best_head),
+        "class_count": None if discovery.class_count_ is None else discovery.class_count_.as_dict(),
         "timings_s": {key: round(value, 1) for key, value in timings.items()},
         "metrics": None if metrics is None else {level: _headline(values) for level, values in metrics.items()},
         "settings": discovery.model.settings_dict() | {"crops": asdict(discovery.model.crop_settings)},

@@ -258,6 +258,26 @@ class AnomalyNCD(AnomalibModule):
         # kept outside the module tree: its weights live in its own anomalib checkpoint
         self._detector = [] if detector is None else [detector.eval()]
 
+    def with_novel_classes(self, n_novel_classes: int) -> AnomalyNCD:
+        """A copy with another number of novel classes, sharing this model's prepared views.
+
+        The backbone's weights, the view cache, the fitted MEBin and the detector carry over; the
+        heads are new. Used once the number of classes has been estimated from the prepared views.
+
+        Args:
+            n_novel_classes: the new count (normal included).
+
+        Returns:
+            The new, untrained model.
+        """
+        arguments = dict(self.hparams) | {"n_novel_classes": n_novel_classes, "pretrained": False, "weights": None}
+        other = type(self)(**arguments)
+        other.model.backbone.load_state_dict(self.model.backbone.state_dict())
+        other.cache, other.labels, other.n_unlabeled = self.cache, self.labels, self.n_unlabeled
+        other.mebin = self.mebin
+        other.detector = self.detector
+        return other
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "detector":  # nn.Module would register a module value as a submodule, not call the setter
             object.__setattr__(self, name, value)
@@ -431,6 +451,14 @@ class AnomalyNCD(AnomalibModule):
             chunks.append(self.model.embed(tokens, anomaly).float().cpu())
         self.model.train(was_training)
         return torch.cat(chunks)
+
+    def region_features(self) -> np.ndarray:
+        """CLS features of the plain view of every unlabeled region the model was prepared with.
+
+        Returns:
+            ``(R, D)`` features.
+        """
+        return self._plain_features(unlabeled_only=True).numpy()
 
     @torch.no_grad()
     def discover(self, n_images: int | None = None) -> DiscoveryResult:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from typing_extensions import Self
 
+from anomalib_ncd.discovery.class_count import ClassCountEstimate, ClassCountSettings, estimate_class_count
 from anomalib_ncd.discovery.classification import ImageClassification
 from anomalib_ncd.discovery.lightning_model import AnomalyNCD
 from anomalib_ncd.discovery.view_cache import RegionLike
@@ -56,12 +57,16 @@ class DefectDiscovery:
         root_dir: anomalib's ``default_root_dir`` for the training engine.
         progress: show progress bars.
         engine_options: more ``anomalib.engine.Engine`` arguments (e.g. ``precision``).
+        class_count: estimate the number of novel classes from the prepared regions
+            (:mod:`~anomalib_ncd.discovery.class_count`) instead of taking the model's; the model is
+            rebuilt with the estimate before training.
 
     Attributes:
         regions_: the regions of the fit set (after :meth:`fit`).
         classification_: their classes and their images' (after :meth:`fit`).
         assignments_: one row per image of the fit set (after :meth:`fit`).
         checkpoint_path_: the trained model's anomalib checkpoint (after :meth:`fit`).
+        class_count_: the estimated number of classes and its evidence (with ``class_count``).
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class DefectDiscovery:
         root_dir: str | Path = "results",
         progress: bool = True,
         engine_options: dict[str, Any] | None = None,
+        class_count: ClassCountSettings | None = None,
     ) -> None:
         self.model = model if model is not None else AnomalyNCD()
         self.mebin = mebin
@@ -84,6 +90,8 @@ class DefectDiscovery:
         self.root_dir = root_dir
         self.progress = progress
         self.engine_options = dict(engine_options or {})
+        self.class_count = class_count
+        self.class_count_: ClassCountEstimate | None = None
 
     # ------------------------------------------------------------------ fit
 
@@ -127,6 +135,17 @@ class DefectDiscovery:
         check_discoverable(regions, self.model.n_classes - self.model.n_known)
         self.regions_ = regions
         self.model.prepare(regions, labeled_regions, labeled_classes)
+        if self.class_count is not None:
+            estimate = estimate_class_count(self.model.region_features(), self.class_count, seed=self.model.seed)
+            evidence = zip(estimate.candidates, estimate.scores, strict=True)
+            logger.info(
+                "Estimated %d classes (silhouette per count: %s)",
+                estimate.n_classes,
+                ", ".join(f"{k}: {v:.3f}" for k, v in evidence),
+            )
+            self.class_count_ = estimate
+            self.model = self.model.with_novel_classes(self.class_count_.n_classes)
+            check_discoverable(regions, self.model.n_classes - self.model.n_known)
         callbacks: list[Any] = [
             AtomicModelCheckpoint(dirpath=self.checkpoint_dir, filename="model", auto_insert_metric_name=False)
             if self.checkpoint_dir is not None

@@ -52,6 +52,7 @@ def discovery_report_data(
         confusion=confusion,
         mebin_curves=mebin_curves(discovery),
         settings=config,
+        class_count=None if discovery.class_count_ is None else discovery.class_count_.as_dict(),
     )
 
 

@@ -79,6 +79,7 @@ class ReportData:
     confusion: pd.DataFrame | None = None
     mebin_curves: list[dict] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    class_count: dict | None = None  # the estimate of the number of classes: candidates, scores, n_classes
     max_per_class: int = 24
     thumbnail_size: int = 128
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from anomalib_ncd.io import atomic_write_path, atomic_write_text
 from anomalib_ncd.report.data import ReportData, is_known
-from anomalib_ncd.report.plots import class_sizes_plot, embedding_plot, mebin_curves_plot
+from anomalib_ncd.report.plots import class_count_plot, class_sizes_plot, embedding_plot, mebin_curves_plot
 from anomalib_ncd.report.thumbnails import Thumbnails, class_colour, make_thumbnails
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ FIGURE_FILES: dict[str, str] = {
     "class_sizes": "class_sizes.png",
     "embedding": "embedding.png",
     "mebin_curves": "mebin_curves.png",
+    "class_count": "class_count.png",
 }
 """File name of each figure written next to the page."""
 
@@ -128,6 +129,7 @@ def render_figures(data: ReportData) -> dict[str, bytes | None]:
         "class_sizes": class_sizes_plot(data.images_per_class(), data.regions_per_class(), data.class_names),
         "embedding": embedding_plot(data.features, data.regions["pred_class"].to_numpy(), data.class_names),
         "mebin_curves": mebin_curves_plot(data.mebin_curves),
+        "class_count": class_count_plot(data.class_count),
     }
 
 
@@ -145,6 +147,13 @@ def render_html(data: ReportData, figures: Mapping[str, bytes | None]) -> str:
         _header(data),
         _metrics_section(data),
         _figure_section("sizes", "Class sizes", figures.get("class_sizes"), "Bar chart of images per class"),
+        _figure_section(
+            "class-count",
+            "Number of classes (estimated)",
+            figures.get("class_count"),
+            "Score of each candidate number of classes",
+            missing="The number of classes was given, not estimated.",
+        ),
         *_gallery_sections(data),
         _figure_section(
             "embedding",

@@ -210,6 +210,28 @@ def mebin_curves_plot(curves: Sequence[dict], columns: int = 3) -> bytes | None:
     return _png(figure)
 
 
+def class_count_plot(estimate: dict | None) -> bytes | None:
+    """The score of each candidate number of classes, the chosen one marked.
+
+    Args:
+        estimate: ``{"candidates", "scores", "n_classes", "criterion"}``, or ``None``.
+
+    Returns:
+        PNG bytes, or ``None`` without an estimate.
+    """
+    if not estimate:
+        return None
+    figure = _figure(5.0, 3.0)
+    axes = figure.add_subplot()
+    axes.plot(estimate["candidates"], estimate["scores"], marker="o", color=_rgb(0))
+    axes.axvline(estimate["n_classes"], color=_rgb(3), linestyle="--", label=f"chosen: {estimate['n_classes']}")
+    axes.set_xlabel("number of classes (normal included)")
+    axes.set_ylabel(str(estimate.get("criterion", "score")), fontsize=8)
+    axes.set_xticks(estimate["candidates"])
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
 def class_sizes_plot(
     images_per_class: Sequence[int],
     regions_per_class: Sequence[int],

@@ -289,3 +289,18 @@ def test_missing_checkpoint_leaves_no_run_folder(dataset_with_maps, tmp_path, ca
     assert code == 2
     assert "detector checkpoint not found" in one_line_error(capsys)
     assert not (tmp_path / "o" / "NCD").exists()
+
+
+def test_auto_number_of_classes(dataset_with_maps, tmp_path):
+    data, maps, _ = dataset_with_maps
+    args = [*discover_args(data, maps, tmp_path / "out"), "--n_novel_classes", "auto", "--class_count.k_max", "4"]
+    assert main(args) == 0
+    run = tmp_path / "out" / "NCD" / "data" / "brick" / "latest"
+    summary = json.loads((run / "summary.json").read_text())
+    estimate = summary["class_count"]
+    assert estimate["candidates"] == [2, 3, 4]
+    assert estimate["n_classes"] == estimate["candidates"][int(np.argmax(estimate["scores"]))]
+    assert len(summary["classes"]) == estimate["n_classes"]
+    assert (run / "report" / "class_count.png").is_file()
+    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=False, map_location="cpu")
+    assert checkpoint["hyper_parameters"]["n_novel_classes"] == estimate["n_classes"]

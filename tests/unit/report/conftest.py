@@ -85,6 +85,7 @@ def build_report_data(folder: Path, **overrides: object) -> ReportData:
         "confusion": report.confusion,
         "mebin_curves": [mebin_curve("colour.png"), mebin_curve("strip.png")],
         "settings": {"model": {"name": "ProtoAnomalyNCD", "epochs": 3}, "data": {"root": "/tmp/<root>"}},
+        "class_count": {"n_classes": 3, "candidates": [2, 3, 4], "scores": [0.2, 0.4, 0.3], "criterion": "silhouette"},
     }
     fields.update(overrides)
     return ReportData(**fields)

@@ -79,7 +79,7 @@ def test_report_is_self_contained_with_a_section_per_class(report_data, tmp_path
         assert f'id="class-{index}"' in html
     assert html.count('class="gallery"') == 3
     sources = IMG_SRC.findall(html)
-    assert len(sources) == 4 * 3 + 3  # three thumbnails per image, three figures
+    assert len(sources) == 4 * 3 + 4  # three thumbnails per image, four figures
     assert all(src.startswith("data:image/") for src in sources)
     assert html.count("<img") == len(sources)
     for external in ('src="http', 'src="file', "href=\"http", "<link", "<script", "url("):
@@ -98,7 +98,7 @@ def test_empty_class_says_so_and_galleries_follow_confidence(report_data, tmp_pa
 def test_max_per_class_limits_the_gallery(make_report_data, tmp_path):
     html = write_report(make_report_data(max_per_class=1), tmp_path / "report").read_text(encoding="utf-8")
     assert html.count("showing 1 of 2 images") == 2
-    assert len(IMG_SRC.findall(html)) == 2 * 3 + 3
+    assert len(IMG_SRC.findall(html)) == 2 * 3 + 4
 
 
 def test_text_is_escaped(make_report_data, tmp_path):
@@ -139,7 +139,7 @@ def test_unreadable_image_gives_a_placeholder_not_a_failure(make_report_data, tm
     images.loc[1, "image_path"] = str(tmp_path / "gone.png")
     html = write_report(make_report_data(images=images), tmp_path / "report").read_text(encoding="utf-8")
     assert "image not found" in html
-    assert len(IMG_SRC.findall(html)) == 3 * 3 + 3
+    assert len(IMG_SRC.findall(html)) == 3 * 3 + 4
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -159,7 +159,8 @@ def test_figures_are_written_as_png_and_nothing_else_is_left(report_data, tmp_pa
 def test_figures_that_cannot_be_drawn_are_left_out(make_report_data, tmp_path):
     folder = tmp_path / "report"
     write_report(make_report_data(), folder)
-    html = write_report(make_report_data(features=None, mebin_curves=[]), folder).read_text(encoding="utf-8")
+    bare = make_report_data(features=None, mebin_curves=[], class_count=None)
+    html = write_report(bare, folder).read_text(encoding="utf-8")
     assert sorted(path.name for path in folder.iterdir()) == ["class_sizes.png", "index.html"]  # stale ones removed
     assert "No embedding" in html
     assert "No MEBin curves" in html
