@@ -213,6 +213,31 @@ class DefectDiscovery:
         map_set = as_map_set(maps)
         return assignments_table(map_set, self.classify(map_set), self.model.class_names)
 
+    def add_batch(self, maps: MapsLike, quantile: float = 0.05, n_new_classes: int | None = None) -> pd.DataFrame:
+        """Continual discovery: classify a new batch; groups of new-kind regions become new classes.
+
+        Old class ids never change; appended classes follow them (see
+        :mod:`~anomalib_ncd.discovery.continual`). The estimator's model becomes the extended one.
+
+        Args:
+            maps: the new batch's raw maps (same detector).
+            quantile: share of the training regions that would count as new-kind.
+            n_new_classes: classes to append (``None``: estimated from the new-kind regions).
+
+        Returns:
+            The batch's assignments table (``class_name`` ``novel_k`` for appended classes too).
+        """
+        from anomalib_ncd.discovery.continual import add_batch
+
+        map_set = as_map_set(maps)
+        images = [read_set_image(map_set, index) for index in range(len(map_set))]
+        update = add_batch(
+            self.model, images, map_set.maps, self.classification_.region_features, quantile, n_new_classes
+        )
+        self.model = update.model
+        self.last_update_ = update
+        return assignments_table(map_set, update.classification, self.model.class_names)
+
     def metrics(self) -> dict[str, Any] | None:
         """NMI / ARI / matched accuracy of the fit set at image and region level (after :meth:`fit`).
 

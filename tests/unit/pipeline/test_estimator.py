@@ -120,3 +120,12 @@ def test_an_attached_detector_stays_out_of_the_checkpoint():
     assert "detector" not in dict(model.named_children())
     model.detector = None
     assert model.detector is None
+
+
+def test_add_batch_keeps_the_class_names_of_old_classes(fitted):
+    discovery, map_set = fitted["discovery"], fitted["map_set"]
+    names = list(discovery.model.class_names)
+    table = discovery.add_batch(map_set, n_new_classes=0)  # the fit set again: nothing new to append
+    assert discovery.model.class_names == names
+    assert set(table["class_name"]) <= set(names)
+    assert discovery.last_update_.new_classes == []
