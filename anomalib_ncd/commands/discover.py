@@ -32,6 +32,7 @@ from anomalib_ncd.commands.detector_maps import MAPS_FOLDER, DetectorSettings, a
 from anomalib_ncd.discovery.class_count import ClassCountSettings
 from anomalib_ncd.discovery.guidance import GuidanceSettings
 from anomalib_ncd.discovery.lightning_model import TrainingSettings
+from anomalib_ncd.discovery.novelty import NoveltySettings
 from anomalib_ncd.discovery.views import ViewSettings
 from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.regions.crops import CropSettings
@@ -69,6 +70,7 @@ def discover(
     guidance: GuidanceSettings = GuidanceSettings(),  # noqa: B008
     views: ViewSettings = ViewSettings(),  # noqa: B008
     training: TrainingSettings = TrainingSettings(),  # noqa: B008
+    novelty: NoveltySettings = NoveltySettings(),  # noqa: B008
     fusion_temperature: float = 50.0,
     report: bool = True,
     accelerator: str = "auto",
@@ -104,6 +106,7 @@ def discover(
         guidance: anomaly-guided attention settings.
         views: view and augmentation settings.
         training: optimisation settings.
+        novelty: unknown-class rejection (score, false-rejection quantile on the training regions).
         fusion_temperature: temperature of the area-weighted region fusion.
         report: write the HTML report.
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``...).
@@ -199,6 +202,7 @@ def _model(arguments: dict[str, Any], known_names: list[str]) -> AnomalyNCD:
         guidance=arguments["guidance"],
         views=arguments["views"],
         training=arguments["training"],
+        novelty=arguments.get("novelty"),  # absent from the configs of runs from before it existed
         crops=arguments["crops"],
         fusion_temperature=arguments["fusion_temperature"],
         working_long_side=arguments["working_long_side"],

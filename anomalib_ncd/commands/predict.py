@@ -31,7 +31,11 @@ def predict(
     accelerator: str = "auto",
     devices: int = 1,
 ) -> Path:
-    """Classify new images: per image its class (known, discovered or normal), per region its class.
+    """Classify new images: per image its class (known, discovered, normal or unknown), per region its class.
+
+    ``unknown`` images and regions fit none of the model's classes (:mod:`~anomalib_ncd.discovery.novelty`):
+    their ``class_name`` is ``unknown``, ``pred_class`` keeps the nearest class, and ``unknown_score``
+    and ``region_unknown_scores`` say how atypical they are.
 
     Args:
         run: a completed ``discover`` run folder (or its ``latest`` link).
@@ -71,7 +75,14 @@ def predict(
     atomic_write_text(folder / "predictions.csv", table.to_csv(index=False))
     records = json.loads(table.to_json(orient="records"))
     for record in records:
-        for key in ("region_boxes", "region_classes", "region_confidences", "region_scores"):
+        for key in (
+            "region_boxes",
+            "region_classes",
+            "region_confidences",
+            "region_scores",
+            "region_unknown",
+            "region_unknown_scores",
+        ):
             record[key] = json.loads(record[key])
     atomic_write_text(folder / "predictions.json", json.dumps(records, indent=2))
     atomic_write_text(folder / CONFIG_FILE, config_yaml(arguments))
@@ -144,6 +155,7 @@ def _write_overlays(
     import cv2
 
     from anomalib_ncd.data.image_io import read_image
+    from anomalib_ncd.discovery.novelty import UNKNOWN
     from anomalib_ncd.pipeline.tables import region_table
     from anomalib_ncd.regions.extract import write_png
     from anomalib_ncd.report.thumbnails import class_colour, draw_regions, overlay_map
@@ -154,7 +166,8 @@ def _write_overlays(
         canvas = draw_regions(
             overlay_map(image, map_set.maps[index], map_range), regions[regions["image_index"] == index], (1.0, 1.0)
         )
-        label = f"{class_names[int(found.classes[index])]} {found.confidence[index]:.2f}"
+        unknown = found.is_unknown is not None and bool(found.is_unknown[index])
+        label = f"{UNKNOWN if unknown else class_names[int(found.classes[index])]} {found.confidence[index]:.2f}"
         scale = max(image.shape[1] / 640, 0.4)
         cv2.putText(canvas, label, (4, int(18 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
                     class_colour(int(found.classes[index])), max(1, round(scale)), cv2.LINE_AA)  # fmt: skip

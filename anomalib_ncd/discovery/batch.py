@@ -25,6 +25,10 @@ class _DiscoveryFields:
         region_classes: per image, ``(R_i,)`` class of each region.
         region_confidences: per image, ``(R_i,)`` probability of each region's class.
         region_scores: per image, ``(R_i,)`` anomaly score of each region.
+        is_unknown: ``(B,)`` whether each image fits no class (``pred_class`` stays the nearest class).
+        unknown_score: ``(B,)`` fused unknown score of each image (``NaN`` where nothing was found).
+        region_is_unknown: per image, ``(R_i,)`` whether each region fits no class.
+        region_unknown_scores: per image, ``(R_i,)`` unknown score of each region (``NaN``: whole image).
     """
 
     pred_class: torch.Tensor | None = None
@@ -34,6 +38,10 @@ class _DiscoveryFields:
     region_classes: list[torch.Tensor] = field(default_factory=list)
     region_confidences: list[torch.Tensor] = field(default_factory=list)
     region_scores: list[torch.Tensor] = field(default_factory=list)
+    is_unknown: torch.Tensor | None = None
+    unknown_score: torch.Tensor | None = None
+    region_is_unknown: list[torch.Tensor] = field(default_factory=list)
+    region_unknown_scores: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass

@@ -20,6 +20,14 @@ class ImageClassification:
         regions: every region, grouped by image (``region.image_index`` is the image's position).
         region_probabilities: ``(R, K)`` class probabilities of each region.
         region_features: ``(R, D)`` the regions' CLS features (for embeddings in reports).
+        region_unknown_score: ``(R,)`` unknown score of each region (higher: fits the classes less;
+            ``NaN`` for whole-image regions), see :mod:`~anomalib_ncd.discovery.novelty`.
+        region_is_unknown: ``(R,)`` whether each region fits no class (its class stays the nearest).
+        unknown_score: ``(I,)`` fused unknown score of each image (``NaN`` where nothing was found).
+        is_unknown: ``(I,)`` whether each image fits no class (its class stays the nearest).
+
+    The unknown fields are ``None`` for classifications made without rejection; the ``*_or_default``
+    accessors then give ``NaN`` scores and ``False`` decisions.
     """
 
     classes: np.ndarray
@@ -28,6 +36,10 @@ class ImageClassification:
     regions: list[Region]
     region_probabilities: np.ndarray
     region_features: np.ndarray
+    region_unknown_score: np.ndarray | None = None
+    region_is_unknown: np.ndarray | None = None
+    unknown_score: np.ndarray | None = None
+    is_unknown: np.ndarray | None = None
 
     @property
     def region_classes(self) -> np.ndarray:
@@ -39,6 +51,20 @@ class ImageClassification:
         """``(R,)`` probability of each region's class."""
         return self.region_probabilities.max(1)
 
+    def unknown_or_default(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The unknown fields, with ``NaN`` scores and ``False`` decisions where they are missing.
+
+        Returns:
+            ``(region scores, region decisions, image scores, image decisions)``.
+        """
+        n_regions, n_images = len(self.regions), len(self.classes)
+        return (
+            _or(self.region_unknown_score, np.full(n_regions, np.nan, dtype=np.float32)),
+            _or(self.region_is_unknown, np.zeros(n_regions, dtype=bool)),
+            _or(self.unknown_score, np.full(n_images, np.nan, dtype=np.float32)),
+            _or(self.is_unknown, np.zeros(n_images, dtype=bool)),
+        )
+
     def rows_of_image(self, image_index: int) -> np.ndarray:
         """Indices of the regions of one image.
 
@@ -49,3 +75,7 @@ class ImageClassification:
             Region indices into :attr:`regions`.
         """
         return np.flatnonzero(np.array([region.image_index for region in self.regions]) == image_index)
+
+
+def _or(values: np.ndarray | None, default: np.ndarray) -> np.ndarray:
+    return default if values is None else values

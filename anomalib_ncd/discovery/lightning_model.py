@@ -37,6 +37,7 @@ from anomalib_ncd.discovery.guidance import GuidanceSettings
 from anomalib_ncd.discovery.heads import init_prototypes
 from anomalib_ncd.discovery.losses import DiscoveryLoss, LossWeights, teacher_temperature_schedule
 from anomalib_ncd.discovery.network import DiscoveryNetwork
+from anomalib_ncd.discovery.novelty import NoveltySettings, UnknownVerdict, calibrate, judge, unknown_scores
 from anomalib_ncd.discovery.training_data import ViewPairDataset, balanced_sampler
 from anomalib_ncd.discovery.view_cache import RegionLike, ViewCache, build_view_cache
 from anomalib_ncd.discovery.views import ViewMaker, ViewSettings
@@ -92,6 +93,11 @@ class DiscoveryResult:
         image_confidence: ``(I,)`` fused probability of that class.
         features: ``(R, D)`` CLS features of each region's plain view.
         head: index of the head used.
+        region_unknown_score: ``(R,)`` unknown score of each region (:mod:`~anomalib_ncd.discovery.novelty`;
+            ``NaN`` for whole-image regions).
+        region_is_unknown: ``(R,)`` whether each region fits no class.
+        image_unknown_score: ``(I,)`` fused unknown score of each image (``NaN`` where nothing was found).
+        image_is_unknown: ``(I,)`` whether each image fits no class.
     """
 
     region_probabilities: np.ndarray
@@ -101,6 +107,10 @@ class DiscoveryResult:
     image_confidence: np.ndarray
     features: np.ndarray
     head: int
+    region_unknown_score: np.ndarray | None = None
+    region_is_unknown: np.ndarray | None = None
+    image_unknown_score: np.ndarray | None = None
+    image_is_unknown: np.ndarray | None = None
 
 
 def _is_vit(name: str) -> bool:
@@ -147,6 +157,9 @@ class AnomalyNCD(AnomalibModule):
         working_long_side: long side at which new maps are binarised (as in the region stage).
         known_class_names: display names of the known classes (default ``known_1``, ...).
         seed: seed of the views and of the prototype initialisation.
+        novelty: unknown-class rejection settings (a dict or
+            :class:`~anomalib_ncd.discovery.novelty.NoveltySettings`); its thresholds are calibrated
+            on the training regions at the end of training and saved in the checkpoint.
     """
 
     def __init__(
@@ -171,6 +184,7 @@ class AnomalyNCD(AnomalibModule):
         working_long_side: int | None = 256,
         known_class_names: list[str] | None = None,
         seed: int = 0,
+        novelty: NoveltySettings | dict[str, Any] | None = None,
     ) -> None:
         super().__init__(pre_processor=False, post_processor=False, evaluator=False, visualizer=False)
         if n_novel_classes < 1 or n_known_classes < 0:
@@ -180,6 +194,7 @@ class AnomalyNCD(AnomalibModule):
         self.view_settings = _as(ViewSettings, views)
         self.loss_weights = _as(LossWeights, loss_weights)
         self.training_settings = _as(TrainingSettings, training)
+        self.novelty_settings = _as(NoveltySettings, novelty)
         self.n_known = n_known_classes
         self.n_classes = n_known_classes + n_novel_classes
         self.normal_index = n_known_classes if normal_class else None
@@ -224,6 +239,9 @@ class AnomalyNCD(AnomalibModule):
         self.register_buffer("best_head", torch.tensor(0))
         # restored with the weights, so a resumed fit keeps its prototypes instead of re-initialising
         self.register_buffer("prototypes_initialised", torch.tensor(False))
+        # unknown-score thresholds (region, image) from the training regions; NaN until calibrated
+        self.register_buffer("unknown_threshold", torch.tensor(float("nan")))
+        self.register_buffer("unknown_image_threshold", torch.tensor(float("nan")))
         self._teacher_temperatures = teacher_temperature_schedule(
             self.training_settings.epochs,
             min(self.training_settings.warmup_teacher_epochs, self.training_settings.epochs),
@@ -409,11 +427,18 @@ class AnomalyNCD(AnomalibModule):
         return total
 
     def on_train_epoch_end(self) -> None:
-        """Keep the head whose clustering loss was lowest over the epoch."""
+        """Keep the head whose clustering loss was lowest over the epoch; calibrate after the last one."""
         if self._epoch_head_losses:
             mean = torch.stack(self._epoch_head_losses).mean(0)
             self.best_head = mean.argmin().to(self.best_head)
             self._epoch_head_losses.clear()
+        # Lightning writes the epoch's checkpoint after this hook: the last one holds the thresholds
+        if self.current_epoch + 1 >= (self.trainer.max_epochs or 0):
+            self.calibrate_novelty()
+
+    def on_train_end(self) -> None:
+        """Calibrate the unknown thresholds on the final weights (also when training stopped early)."""
+        self.calibrate_novelty()
 
     def configure_optimizers(self) -> dict[str, Any]:
         """SGD with momentum and a cosine schedule over the epochs (AnomalyNCD)."""
@@ -452,6 +477,66 @@ class AnomalyNCD(AnomalibModule):
         self.model.train(was_training)
         return torch.cat(chunks)
 
+    @torch.no_grad()
+    def score_unknown(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Unknown score of features under the best head (higher: fits the classes less).
+
+        Args:
+            features: ``(R, D)`` CLS features.
+
+        Returns:
+            ``(R,)`` scores of the configured kind (:mod:`~anomalib_ncd.discovery.novelty`).
+        """
+        features = torch.as_tensor(features, dtype=torch.float32).to(self.device)
+        cosines = self.model.heads(features)[int(self.best_head)]
+        return unknown_scores(cosines, self.novelty_settings.score, self.loss_weights.student_temperature)
+
+    @torch.no_grad()
+    def calibrate_novelty(self) -> tuple[float, float]:
+        """Set the unknown thresholds from the prepared (training) regions' scores.
+
+        Called at the end of training; deterministic for given weights. The labeled regions of known
+        classes take no part: the rate is one of the set the classes were discovered in.
+
+        Returns:
+            The ``(region, image)`` thresholds (``NaN`` when no region was found in any image).
+        """
+        features = self._plain_features(unlabeled_only=True)
+        assert self.cache is not None
+        end = self.n_unlabeled
+        region, image = calibrate(
+            self.score_unknown(features),
+            self.cache.whole_image[:end].numpy(),
+            self.cache.areas[:end].numpy(),
+            self.cache.image_index[:end].numpy(),
+            self.fusion_temperature,
+            self.novelty_settings.quantile,
+        )
+        self.unknown_threshold.fill_(region)
+        self.unknown_image_threshold.fill_(image)
+        return region, image
+
+    def _verdict(
+        self,
+        features: torch.Tensor | np.ndarray,
+        whole_image: np.ndarray,
+        areas: np.ndarray,
+        image_index: np.ndarray,
+        n_images: int,
+    ) -> UnknownVerdict:
+        """Unknown scores and decisions of regions and their images at the calibrated thresholds."""
+        thresholds = (float(self.unknown_threshold), float(self.unknown_image_threshold))
+        return judge(
+            self.score_unknown(features),
+            whole_image,
+            areas,
+            image_index,
+            n_images,
+            self.fusion_temperature,
+            thresholds,
+            self.novelty_settings.enabled,
+        )
+
     def region_features(self) -> np.ndarray:
         """CLS features of the plain view of every unlabeled region the model was prepared with.
 
@@ -478,6 +563,8 @@ class AnomalyNCD(AnomalibModule):
         areas = self.cache.areas[: self.n_unlabeled].numpy()
         n_images = int(image_index.max()) + 1 if n_images is None else n_images
         fused = fuse_regions(probabilities, areas, image_index, n_images, self.fusion_temperature)
+        whole_image = self.cache.whole_image[: self.n_unlabeled].numpy()
+        verdict = self._verdict(features, whole_image, areas, image_index, n_images)
         return DiscoveryResult(
             region_probabilities=probabilities,
             region_classes=probabilities.argmax(1),
@@ -486,6 +573,10 @@ class AnomalyNCD(AnomalibModule):
             image_confidence=fused.max(1),
             features=features.numpy(),
             head=head,
+            region_unknown_score=verdict.region_scores,
+            region_is_unknown=verdict.region_unknown,
+            image_unknown_score=verdict.image_scores,
+            image_is_unknown=verdict.image_unknown,
         )
 
     def _probabilities(self, features: torch.Tensor, whole_image: torch.Tensor) -> np.ndarray:
@@ -579,6 +670,8 @@ class AnomalyNCD(AnomalibModule):
         image_index = np.array([region.image_index for region in regions])
         areas = np.array([region.area for region in regions], dtype=float)
         fused = fuse_regions(probabilities, areas, image_index, len(images), self.fusion_temperature)
+        whole_image = np.array([region.whole_image for region in regions], dtype=bool)
+        verdict = self._verdict(features, whole_image, areas, image_index, len(images))
         return ImageClassification(
             classes=fused.argmax(1),
             confidence=fused.max(1),
@@ -586,6 +679,10 @@ class AnomalyNCD(AnomalibModule):
             regions=regions,
             region_probabilities=probabilities,
             region_features=features,
+            region_unknown_score=verdict.region_scores,
+            region_is_unknown=verdict.region_unknown,
+            unknown_score=verdict.image_scores,
+            is_unknown=verdict.image_unknown,
         )
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> DiscoveryBatch:
@@ -628,6 +725,10 @@ class AnomalyNCD(AnomalibModule):
             region_classes=[torch.from_numpy(region_classes[rows]) for rows in per_image],
             region_confidences=[torch.from_numpy(region_confidence[rows]) for rows in per_image],
             region_scores=[torch.tensor([found.regions[i].score for i in rows]) for rows in per_image],
+            is_unknown=torch.from_numpy(found.is_unknown),
+            unknown_score=torch.from_numpy(found.unknown_score),
+            region_is_unknown=[torch.from_numpy(found.region_is_unknown[rows]) for rows in per_image],
+            region_unknown_scores=[torch.from_numpy(found.region_unknown_score[rows]) for rows in per_image],
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -642,6 +743,7 @@ class AnomalyNCD(AnomalibModule):
             ("loss_weights", self.loss_weights),
             ("training", self.training_settings),
             ("crops", self.crop_settings),
+            ("novelty", self.novelty_settings),
         ):
             hyper_parameters[name] = asdict(settings)
         if self.mebin is not None and self.mebin.is_fitted:
@@ -650,8 +752,11 @@ class AnomalyNCD(AnomalibModule):
             checkpoint["anomaly_ncd_mebin"] = {"params": params, "range": [self.mebin.min_th_, self.mebin.max_th_]}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore MEBin's fitted range."""
+        """Restore MEBin's fitted range; checkpoints from before unknown rejection load uncalibrated."""
         super().on_load_checkpoint(checkpoint)
+        state_dict = checkpoint.get("state_dict", {})
+        for name in ("unknown_threshold", "unknown_image_threshold"):
+            state_dict.setdefault(name, torch.tensor(float("nan")))  # NaN: nothing is rejected
         state = checkpoint.get("anomaly_ncd_mebin")
         if state is not None:
             self.mebin = MEBin(**state["params"]).set_range(*state["range"])
@@ -664,6 +769,8 @@ class AnomalyNCD(AnomalibModule):
             "loss_weights": asdict(self.loss_weights),
             "training": asdict(self.training_settings),
             "fusion_temperature": self.fusion_temperature,
+            "novelty": asdict(self.novelty_settings)
+            | {"threshold": float(self.unknown_threshold), "image_threshold": float(self.unknown_image_threshold)},
         }
 
 

@@ -104,6 +104,10 @@ class DefectDiscovery:
     ) -> Self:
         """Cut regions from the maps, train the discovery model on them and classify the set.
 
+        The model's unknown thresholds are calibrated on these regions
+        (:mod:`~anomalib_ncd.discovery.novelty`), so the set's own least typical regions and images
+        (the configured share) are marked ``unknown`` too.
+
         Args:
             maps: the set's raw anomaly maps: an ``AnomalyMapSet``, a ``RegionSet`` already cut, or
                 the list of batches ``Engine.predict`` returned (raw maps are best: anomalib's
@@ -173,6 +177,8 @@ class DefectDiscovery:
         except SystemExit as error:  # Lightning turns Ctrl-C into a graceful stop and SystemExit(1)
             raise KeyboardInterrupt from error
         self.checkpoint_path_ = Path(engine.trainer.checkpoint_callback.best_model_path or "")
+        # training calibrates at its end; again here for a resumed fit that had no epoch left to run
+        self.model.calibrate_novelty()
         found = self.model.discover(n_images=len(regions.map_set))
         self.classification_ = ImageClassification(
             classes=found.image_classes,
@@ -181,6 +187,10 @@ class DefectDiscovery:
             regions=list(regions),
             region_probabilities=found.region_probabilities,
             region_features=found.features,
+            region_unknown_score=found.region_unknown_score,
+            region_is_unknown=found.region_is_unknown,
+            unknown_score=found.image_unknown_score,
+            is_unknown=found.image_is_unknown,
         )
         self.assignments_ = assignments_table(regions.map_set, self.classification_, self.model.class_names)
         return self

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from anomalib_ncd.discovery.classification import ImageClassification
+from anomalib_ncd.discovery.novelty import UNKNOWN
 from anomalib_ncd.maps.map_set import AnomalyMapSet
 
 
@@ -17,7 +18,9 @@ def assignments_table(
     """One row per image: its class, confidence, detector score, regions and known type.
 
     Region boxes, classes and confidences are JSON lists in their cells, so the CSV stays one row
-    per image and reads back with ``json.loads``.
+    per image and reads back with ``json.loads``. An image that fits no class has ``unknown`` set and
+    ``class_name`` ``"unknown"``; its ``pred_class`` stays the nearest class. ``unknown_score`` is
+    empty (``NaN``) where nothing was found.
 
     Args:
         map_set: the images (and their ground truth, when known).
@@ -28,21 +31,27 @@ def assignments_table(
         The table, in image order. ``defect_type`` (the ground truth) is present only when known.
     """
     region_classes, region_confidence = found.region_classes, found.region_confidence
+    region_scores, region_unknown, image_scores, image_unknown = found.unknown_or_default()
     rows = []
     for index, path in enumerate(map_set.image_paths):
         members = found.rows_of_image(index)
         anomalous = [i for i in members if not found.regions[i].whole_image]
+        unknown = bool(image_unknown[index])
         row = {
             "image_path": path,
             "pred_class": int(found.classes[index]),
-            "class_name": class_names[int(found.classes[index])],
+            "class_name": UNKNOWN if unknown else class_names[int(found.classes[index])],
             "confidence": round(float(found.confidence[index]), 6),
+            "unknown": unknown,
+            "unknown_score": round(float(image_scores[index]), 6),
             "anomaly_score": float(map_set.scores[index]) if map_set.scores is not None else float("nan"),
             "n_regions": len(anomalous),
             "region_boxes": json.dumps([list(found.regions[i].box) for i in anomalous]),
             "region_classes": json.dumps([int(region_classes[i]) for i in anomalous]),
             "region_confidences": json.dumps([round(float(region_confidence[i]), 6) for i in anomalous]),
             "region_scores": json.dumps([round(float(found.regions[i].score), 6) for i in anomalous]),
+            "region_unknown": json.dumps([bool(region_unknown[i]) for i in anomalous]),
+            "region_unknown_scores": json.dumps([round(float(region_scores[i]), 6) for i in anomalous]),
         }
         if map_set.defect_types is not None:
             row["defect_type"] = map_set.defect_types[index]
@@ -53,6 +62,9 @@ def assignments_table(
 def region_table(map_set: AnomalyMapSet, found: ImageClassification, class_names: list[str]) -> pd.DataFrame:
     """One row per region (whole-image regions included): image, box, class, confidence, score.
 
+    A region that fits no class has ``unknown`` set and ``class_name`` ``"unknown"``; its
+    ``pred_class`` stays the nearest class. Whole-image regions have no ``unknown_score`` (``NaN``).
+
     Args:
         map_set: the images.
         found: their classes.
@@ -62,6 +74,7 @@ def region_table(map_set: AnomalyMapSet, found: ImageClassification, class_names
         The table, in region order.
     """
     classes, confidence = found.region_classes, found.region_confidence
+    scores, unknown, _, _ = found.unknown_or_default()
     rows = [
         {
             "region": number,
@@ -75,8 +88,10 @@ def region_table(map_set: AnomalyMapSet, found: ImageClassification, class_names
             "score": round(float(region.score), 6),
             "whole_image": bool(region.whole_image),
             "pred_class": int(classes[number]),
-            "class_name": class_names[int(classes[number])],
+            "class_name": UNKNOWN if unknown[number] else class_names[int(classes[number])],
             "confidence": round(float(confidence[number]), 6),
+            "unknown": bool(unknown[number]),
+            "unknown_score": round(float(scores[number]), 6),
         }
         for number, region in enumerate(found.regions)
     ]
@@ -88,7 +103,8 @@ def decode_list_column(table: pd.DataFrame, column: str) -> list[list]:
 
     Args:
         table: the assignments table.
-        column: ``region_boxes``, ``region_classes``, ``region_confidences`` or ``region_scores``.
+        column: ``region_boxes``, ``region_classes``, ``region_confidences``, ``region_scores``,
+            ``region_unknown`` or ``region_unknown_scores``.
 
     Returns:
         One list per row.

@@ -24,7 +24,8 @@ IMAGE_COLUMNS: tuple[str, ...] = (
     "anomaly_score",
     "n_regions",
 )
-"""Columns :attr:`ReportData.images` must have (``defect_type`` is optional: ground truth when known)."""
+"""Columns :attr:`ReportData.images` must have (optional: ``defect_type``, ground truth when known, and
+``unknown`` / ``unknown_score``, the images that fit no class, shown in a gallery of their own)."""
 
 REGION_COLUMNS: tuple[str, ...] = (
     "region",

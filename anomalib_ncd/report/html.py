@@ -155,6 +155,7 @@ def render_html(data: ReportData, figures: Mapping[str, bytes | None]) -> str:
             missing="The number of classes was given, not estimated.",
         ),
         *_gallery_sections(data),
+        _unknown_section(data),
         _figure_section(
             "embedding",
             "Region embedding",
@@ -225,12 +226,16 @@ def _header(data: ReportData) -> str:
         ("classes", len(data.class_names)),
         ("whole-image regions", n_whole),
     ]
+    if "unknown" in data.images.columns:
+        stats.append(("unknown images", int(data.images["unknown"].astype(bool).sum())))
     items = "".join(f"<li><b>{value}</b>{escape(label)}</li>" for label, value in stats)
     chips = "".join(
         f'<a class="chip" href="#class-{index}">{_class_label(data, index)}&nbsp;<b>{count}</b></a>'
         for index, count in enumerate(data.images_per_class())
     )
     links = [("metrics", "Metrics"), ("sizes", "Class sizes"), ("embedding", "Embedding"), ("mebin", "MEBin")]
+    if "unknown" in data.images.columns:
+        links.insert(2, ("unknown", "Unknown"))
     nav = "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in [*links, ("settings", "Settings")])
     return (
         f"<header><h1>{escape(data.title)}</h1>"
@@ -336,6 +341,31 @@ def _gallery_section(data: ReportData, index: int, by_image: Mapping[int, np.nda
     )
 
 
+def _unknown_section(data: ReportData) -> str:
+    """Images that fit no class (when the table says), least typical first; they also stay in their nearest class."""
+    if "unknown" not in data.images.columns:
+        return ""
+    members = data.images.loc[data.images["unknown"].astype(bool).to_numpy()]
+    heading = '<h2>unknown <span class="note">fits no class</span></h2>'
+    if members.empty:
+        return (
+            f'<section id="unknown" class="gallery">{heading}'
+            '<p class="note">No image scored above the unknown threshold.</p></section>'
+        )
+    ranked = members.sort_values("unknown_score", ascending=False, kind="stable", na_position="last")
+    shown = ranked.index[: data.max_per_class]
+    by_image = _regions_by_image(data.regions)
+    cards = "".join(_card(data, int(row), by_image.get(int(row), np.empty(0, dtype=np.int64))) for row in shown)
+    count = (
+        f"showing {len(shown)} of {len(members)} images, least typical first; each is also shown in the gallery "
+        "of its nearest class"
+    )
+    return (
+        f'<section id="unknown" class="gallery">{heading}<p class="note">{count}</p>'
+        f'<div class="grid">{cards}</div></section>'
+    )
+
+
 def _thumbnails(data: ReportData, row: int, region_rows: np.ndarray) -> Thumbnails | str:
     """The image's thumbnails, or the reason they could not be made (an unreadable file)."""
     try:
@@ -378,6 +408,9 @@ def _card(data: ReportData, row: int, region_rows: np.ndarray) -> str:
         ("anomaly score", _number(image["anomaly_score"])),
         ("regions", _number(image["n_regions"], 0)),
     ]
+    if "unknown_score" in image.index:
+        flag = " (unknown)" if bool(image.get("unknown", False)) else ""
+        facts.append(("unknown score", _number(image["unknown_score"]) + flag))
     truth = image.get("defect_type")
     if is_known(truth):
         facts.append(("ground truth", escape(str(truth))))
