@@ -34,11 +34,24 @@ def discovery_reports(
         msg = "the run has no ground-truth defect type for every image: nothing to evaluate against"
         raise ValueError(msg)
     truth = assignments[truth_column].astype(str).to_numpy()
-    reports = {"image": clustering_report(truth, assignments["class_name"].astype(str).to_numpy())}
+    reports = {"image": clustering_report(truth, _discovered_names(assignments))}
     if regions is not None and len(regions):
         region_truth = truth[regions["image_index"].to_numpy()]
-        reports["region"] = clustering_report(region_truth, regions["class_name"].astype(str).to_numpy())
+        reports["region"] = clustering_report(region_truth, _discovered_names(regions))
     return reports
+
+
+def _discovered_names(table: pd.DataFrame) -> list[str]:
+    """Each row's discovered class by name; rows flagged unknown keep their nearest class.
+
+    Rejection is scored by its own benchmark; the clustering metrics judge the discovered classes,
+    as the papers' protocol does.
+    """
+    if "unknown" not in table or "pred_class" not in table:
+        return table["class_name"].astype(str).tolist()
+    known = ~table["unknown"].astype(bool)
+    names = dict(zip(table.loc[known, "pred_class"], table.loc[known, "class_name"].astype(str), strict=True))
+    return [names.get(int(value), f"class_{int(value)}") for value in table["pred_class"]]
 
 
 def discovery_metrics(

@@ -31,3 +31,17 @@ def test_missing_truth_is_an_error():
         discovery_metrics(pd.DataFrame({"class_name": ["normal"]}))
     with pytest.raises(ValueError, match="no ground-truth"):
         discovery_metrics(pd.DataFrame({"class_name": ["normal"], "defect_type": [None]}))
+
+
+def test_unknown_rows_are_scored_by_their_nearest_class():
+    assignments = pd.DataFrame(
+        {
+            "pred_class": [0, 1, 1, 2],
+            "class_name": ["normal", "novel_1", "unknown", "unknown"],
+            "unknown": [False, False, True, True],
+            "defect_type": ["good", "crack", "crack", "hole"],
+        }
+    )
+    report = discovery_reports(assignments)["image"]
+    assert report.f1 == 1.0
+    assert set(report.mapping) == {"normal", "novel_1", "class_2"}  # no "unknown" cluster
