@@ -315,10 +315,10 @@ def print_fold(result: dict[str, Any]) -> None:
         f"{result['n_test_held_out']} left-out ({result['no_region_held_out']} without region); "
         f"seen accuracy {result['seen_accuracy']:.3f}; {result['cache_s'] + result['train_s']:.0f} s"
     )
-    print(f"  {'score':<8} AUROC img  img(all)  img(lgst)  region   reject left-out  seen  train   acc@thr")
+    print(f"  {'score':<10} AUROC img  img(all)  img(lgst)  region   reject left-out  seen  train   acc@thr")
     for name, values in result["scores"].items():
         print(
-            f"  {name:<8} {values['auroc_image']:>9.3f} {values['auroc_image_all']:>9.3f} "
+            f"  {name:<10} {values['auroc_image']:>9.3f} {values['auroc_image_all']:>9.3f} "
             f"{values['auroc_image_largest']:>10.3f} {values['auroc_region']:>7.3f} "
             f"{values['held_out_rejected']:>16.3f} {values['seen_rejected']:>5.3f} "
             f"{values['train_images_rejected']:>6.3f} {values['seen_accuracy_at_threshold']:>9.3f}"
@@ -389,7 +389,7 @@ def main() -> None:
     for name in CANDIDATES:
         values = means[name]
         print(
-            f"  {name:<8} AUROC image {values['auroc_image']:.3f} (all {values['auroc_image_all']:.3f}, largest "
+            f"  {name:<10} AUROC image {values['auroc_image']:.3f} (all {values['auroc_image_all']:.3f}, largest "
             f"{values['auroc_image_largest']:.3f}), region {values['auroc_region']:.3f}; rejected: left-out "
             f"{values['held_out_rejected']:.3f}, seen {values['seen_rejected']:.3f}; "
             f"accuracy at threshold {values['seen_accuracy_at_threshold']:.3f}"
