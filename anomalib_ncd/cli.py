@@ -1,10 +1,11 @@
 """``anomalib-ncd``: the command line, in anomalib's jsonargparse style (``-c/--config``, ``--print_config``).
 
 Commands: ``discover`` (find the defect classes of a set), ``predict`` (classify new images with a
-discovered model), ``evaluate`` (score a run against true types) and ``regions`` (the region stage
-alone). Each is a thin wrapper over the Python API. User errors (missing paths, unreadable images,
-unusable maps, a full disk) end with one ``anomalib-ncd: error: ...`` line and exit code 2, no
-traceback; earlier results are left as they were.
+discovered model), ``add`` (continual discovery: a new batch, new kinds appended as classes),
+``evaluate`` (score a run against true types) and ``regions`` (the region stage alone). Each is a
+thin wrapper over the Python API. User errors (missing paths, unreadable images, unusable maps, a
+full disk) end with one ``anomalib-ncd: error: ...`` line and exit code 2, no traceback; earlier
+results are left as they were.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from jsonargparse import auto_cli
 # third-party deprecation notices at import time are not the user's business
 warnings.filterwarnings("ignore", category=FutureWarning)
 
+from anomalib_ncd.commands.add import add  # noqa: E402
 from anomalib_ncd.commands.discover import discover  # noqa: E402
 from anomalib_ncd.commands.evaluate import evaluate  # noqa: E402
 from anomalib_ncd.commands.predict import predict  # noqa: E402
@@ -26,7 +28,7 @@ from anomalib_ncd.maps.map_set import MapError  # noqa: E402
 
 logger = logging.getLogger("anomalib_ncd")
 
-COMMANDS = {"discover": discover, "predict": predict, "evaluate": evaluate, "regions": regions}
+COMMANDS = {"discover": discover, "predict": predict, "add": add, "evaluate": evaluate, "regions": regions}
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError, MapError, PermissionError, OSError)
 
 

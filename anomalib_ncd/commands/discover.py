@@ -19,7 +19,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,6 +35,7 @@ from anomalib_ncd.discovery.lightning_model import TrainingSettings
 from anomalib_ncd.discovery.novelty import NoveltySettings
 from anomalib_ncd.discovery.views import ViewSettings
 from anomalib_ncd.io import atomic_write_text
+from anomalib_ncd.priors.settings import ObjectPriorSettings
 from anomalib_ncd.regions.crops import CropSettings
 from anomalib_ncd.regions.mebin import MEBin
 from anomalib_ncd.results import mark_latest, new_run_dir, read_run_state, resolve_run, write_run_state
@@ -71,6 +72,7 @@ def discover(
     views: ViewSettings = ViewSettings(),  # noqa: B008
     training: TrainingSettings = TrainingSettings(),  # noqa: B008
     novelty: NoveltySettings = NoveltySettings(),  # noqa: B008
+    object_prior: ObjectPriorSettings = ObjectPriorSettings(),  # noqa: B008
     fusion_temperature: float = 50.0,
     report: bool = True,
     accelerator: str = "auto",
@@ -107,6 +109,11 @@ def discover(
         views: view and augmentation settings.
         training: optimisation settings.
         novelty: unknown-class rejection (score, false-rejection quantile on the training regions).
+        object_prior: where the inspected object is in each image: ``none`` (default),
+            ``whole_image``, ``foreground`` (classical segmentation, no weights) or ``grounded_sam``
+            (GroundingDINO + SAM from the ``sam`` extra, weights from local paths; the text prompt
+            defaults to the category). Its masks weight the attention (``soft_rgf`` guidance) and,
+            with ``drop_outside``, drop regions off the object.
         fusion_temperature: temperature of the area-weighted region fusion.
         report: write the HTML report.
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``...).
@@ -137,7 +144,7 @@ def discover(
         msg = f"n_novel_classes must be at least 2 (normal and one defect class), got {n_novel_classes}"
         raise ValueError(msg)
     known_set = _known_set(known, known_category, crops, Path(output), seed)
-    model = _model(arguments, known_set[2])
+    model = _model(arguments, known_set[2], category_name)
     run = new_run_dir(output, dataset, category_name)
     atomic_write_text(run / CONFIG_FILE, config_yaml(arguments))
     write_run_state(run, command="discover", stage="started", complete=False, dataset=dataset, category=category_name)
@@ -165,7 +172,8 @@ def _resume(resume: str) -> Path:
     output, seed = Path(arguments["output"]), arguments["seed"]
     known_set = _known_set(arguments["known"], arguments["known_category"], arguments["crops"], output, seed)
     logger.info("Resuming %s from stage %r", run, state.get("stage"))
-    return _run(run, table, known_set, _model(arguments, known_set[2]), **arguments)
+    model = _model(arguments, known_set[2], state.get("category", ""))
+    return _run(run, table, known_set, model, **arguments)
 
 
 def _dataset(
@@ -187,12 +195,15 @@ def _known_set(
     return known_class_regions(table, crops)
 
 
-def _model(arguments: dict[str, Any], known_names: list[str]) -> AnomalyNCD:
+def _model(arguments: dict[str, Any], known_names: list[str], category: str) -> AnomalyNCD:
     """The discovery model of the run (built before anything is written: bad settings fail early)."""
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
 
     auto = arguments["n_novel_classes"] == "auto"
-    return AnomalyNCD(
+    prior = arguments.get("object_prior") or ObjectPriorSettings()  # absent from configs of older runs
+    if prior.kind == "grounded_sam" and prior.prompt is None and category:
+        prior = replace(prior, prompt=category)
+    model = AnomalyNCD(
         # with "auto" the model is rebuilt with the estimate once the regions are prepared
         n_novel_classes=arguments["class_count"].k_max if auto else arguments["n_novel_classes"],
         n_known_classes=len(known_names),
@@ -207,7 +218,10 @@ def _model(arguments: dict[str, Any], known_names: list[str]) -> AnomalyNCD:
         fusion_temperature=arguments["fusion_temperature"],
         working_long_side=arguments["working_long_side"],
         seed=arguments["seed"],
+        object_prior=prior,
     )
+    _ = model.object_prior  # build it now: missing weights fail before a run folder exists
+    return model
 
 
 def _run(

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("anomalib_ncd")
 
 CHECKPOINT = Path("weights") / "lightning" / "model.ckpt"
+RUN_COMMANDS = ("discover", "add")  # runs that end with a discovery model
 
 
 def predict(
@@ -54,11 +55,11 @@ def predict(
     arguments = dict(locals())
     run_dir = resolve_run(run)
     state = read_run_state(run_dir)
-    if state.get("command") != "discover" or not state.get("complete"):
+    if state.get("command") not in RUN_COMMANDS or not state.get("complete"):
         msg = f"{run_dir} is not a completed discover run"
         raise ValueError(msg)
     image_files = list_images(images)
-    map_set = _maps_of(image_files, maps, state.get("detector_checkpoint"), accelerator, devices)
+    map_set = maps_of_images(image_files, maps, state.get("detector_checkpoint"), accelerator, devices)
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
     from anomalib_ncd.pipeline.estimator import DefectDiscovery
 
@@ -117,9 +118,25 @@ def list_images(images: str | Path) -> list[Path]:
     return files
 
 
-def _maps_of(
+def maps_of_images(
     image_files: list[Path], maps: str | None, detector_checkpoint: str | None, accelerator: str, devices: int
 ) -> AnomalyMapSet:
+    """Raw anomaly maps of new images: from a saved maps folder, or by running the run's detector.
+
+    Args:
+        image_files: the images.
+        maps: a saved maps folder (``index.csv``) of these images, or ``None``.
+        detector_checkpoint: the run's detector checkpoint (``None`` when it was discovered from
+            saved maps).
+        accelerator: Lightning accelerator of the detector.
+        devices: number of devices.
+
+    Returns:
+        The map set (no ground truth).
+
+    Raises:
+        ValueError: when there are neither maps nor a detector.
+    """
     from anomalib_ncd.data.samples import make_sample_table
     from anomalib_ncd.maps.folder import load_map_folder
     from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps

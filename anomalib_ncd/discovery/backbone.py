@@ -181,12 +181,15 @@ class CNNTokenBackbone(_FrozenPartMixin, nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     @torch.no_grad()
-    def frozen(self, images: torch.Tensor, anomaly: torch.Tensor) -> torch.Tensor:
-        """Frozen patch tokens of a batch of views (independent of the mask for a CNN).
+    def frozen(
+        self, images: torch.Tensor, anomaly: torch.Tensor, object_prior: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Frozen patch tokens of a batch of views (independent of the masks for a CNN).
 
         Args:
             images: ``(B, 3, S, S)`` normalised views.
             anomaly: ``(B, N)`` anomaly coverage per patch (unused: the CNN is not guided).
+            object_prior: ``(B, N)`` object coverage per patch (unused, as ``anomaly``).
 
         Returns:
             ``(B, N, token_dim)`` tokens.
@@ -277,12 +280,15 @@ class ViTTokenBackbone(_FrozenPartMixin, nn.Module):
         return cls_attention_mask(anomaly, self.guidance, object_prior)
 
     @torch.no_grad()
-    def frozen(self, images: torch.Tensor, anomaly: torch.Tensor) -> torch.Tensor:
+    def frozen(
+        self, images: torch.Tensor, anomaly: torch.Tensor, object_prior: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Tokens ``[CLS, patches]`` after the frozen blocks (guided where they are among the last L).
 
         Args:
             images: ``(B, 3, S, S)`` normalised views.
             anomaly: ``(B, N)`` anomaly coverage per patch.
+            object_prior: ``(B, N)`` object coverage per patch, or ``None`` (the whole view).
 
         Returns:
             ``(B, 1 + N, dim)`` tokens.
@@ -290,7 +296,7 @@ class ViTTokenBackbone(_FrozenPartMixin, nn.Module):
         x = self.stem["patch_embed"](images)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         x = self.stem["norm_pre"](x)
-        mask = self._guide(anomaly, None)
+        mask = self._guide(anomaly, object_prior)
         for index, block in enumerate(self.frozen_blocks):
             x = block(x, attn_mask=mask if index >= self.first_guided else None)
         return x

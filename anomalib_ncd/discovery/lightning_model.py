@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import timm
@@ -39,12 +39,16 @@ from anomalib_ncd.discovery.losses import DiscoveryLoss, LossWeights, teacher_te
 from anomalib_ncd.discovery.network import DiscoveryNetwork
 from anomalib_ncd.discovery.novelty import NoveltySettings, UnknownVerdict, calibrate, judge, unknown_scores
 from anomalib_ncd.discovery.training_data import ViewPairDataset, balanced_sampler
-from anomalib_ncd.discovery.view_cache import RegionLike, ViewCache, build_view_cache
+from anomalib_ncd.discovery.view_cache import RegionLike, ViewCache, build_view_cache, has_object_masks, region_view
 from anomalib_ncd.discovery.views import ViewMaker, ViewSettings
+from anomalib_ncd.priors.settings import ObjectPriorSettings
 from anomalib_ncd.progress import progress_bar
 from anomalib_ncd.regions.crops import CropSettings, Region
 from anomalib_ncd.regions.extract import RegionSet, regions_of_image
 from anomalib_ncd.regions.mebin import MEBin
+
+if TYPE_CHECKING:
+    from anomalib_ncd.priors import ObjectPrior
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +164,10 @@ class AnomalyNCD(AnomalibModule):
         novelty: unknown-class rejection settings (a dict or
             :class:`~anomalib_ncd.discovery.novelty.NoveltySettings`); its thresholds are calibrated
             on the training regions at the end of training and saved in the checkpoint.
+        object_prior: the object prior of new images at predict time (a dict or
+            :class:`~anomalib_ncd.priors.ObjectPriorSettings`): use the one the training regions
+            were cut with. Its object masks feed the region guidance factor (``soft_rgf``
+            guidance) and, with ``drop_outside``, drop regions off the object.
     """
 
     def __init__(
@@ -185,6 +193,7 @@ class AnomalyNCD(AnomalibModule):
         known_class_names: list[str] | None = None,
         seed: int = 0,
         novelty: NoveltySettings | dict[str, Any] | None = None,
+        object_prior: ObjectPriorSettings | dict[str, Any] | None = None,
     ) -> None:
         super().__init__(pre_processor=False, post_processor=False, evaluator=False, visualizer=False)
         if n_novel_classes < 1 or n_known_classes < 0:
@@ -195,6 +204,8 @@ class AnomalyNCD(AnomalibModule):
         self.loss_weights = _as(LossWeights, loss_weights)
         self.training_settings = _as(TrainingSettings, training)
         self.novelty_settings = _as(NoveltySettings, novelty)
+        self.object_prior_settings = _as(ObjectPriorSettings, object_prior)
+        self._object_prior: list[ObjectPrior | None] = []  # built on first use (it may load big weights)
         self.n_known = n_known_classes
         self.n_classes = n_known_classes + n_novel_classes
         self.normal_index = n_known_classes if normal_class else None
@@ -276,6 +287,33 @@ class AnomalyNCD(AnomalibModule):
         # kept outside the module tree: its weights live in its own anomalib checkpoint
         self._detector = [] if detector is None else [detector.eval()]
 
+    @property
+    def object_prior(self) -> ObjectPrior | None:
+        """The object prior of new images (built from :attr:`object_prior_settings` on first use)."""
+        if not self._object_prior:
+            prior = None
+            if self.object_prior_settings.kind != "none":
+                from anomalib_ncd.priors import build_object_prior
+
+                prior = build_object_prior(self.object_prior_settings)
+            self._object_prior.append(prior)
+        return self._object_prior[0]
+
+    @object_prior.setter
+    def object_prior(self, prior: ObjectPrior | None) -> None:
+        """Use an already built prior (e.g. the one that cut the training regions, with its cache)."""
+        self._object_prior[:] = [prior]
+
+    def region_filter(self) -> tuple[ObjectPrior | None, float | None]:
+        """The object prior and the ``min_inside`` that regions are cut with (discovery set and new images).
+
+        Returns:
+            The prior (``None`` for none) and the fraction of a region's anomalous pixels that must
+            lie on the object (``None``: regions off the object are kept).
+        """
+        prior, settings = self.object_prior, self.object_prior_settings
+        return prior, settings.min_inside if prior is not None and settings.drop_outside else None
+
     def with_novel_classes(self, n_novel_classes: int) -> AnomalyNCD:
         """A copy with another number of novel classes, sharing this model's prepared views.
 
@@ -294,10 +332,11 @@ class AnomalyNCD(AnomalibModule):
         other.cache, other.labels, other.n_unlabeled = self.cache, self.labels, self.n_unlabeled
         other.mebin = self.mebin
         other.detector = self.detector
+        other._object_prior = list(self._object_prior)
         return other
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "detector":  # nn.Module would register a module value as a submodule, not call the setter
+        if name in ("detector", "object_prior"):  # nn.Module would register a module value, not call the setter
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
@@ -411,7 +450,8 @@ class AnomalyNCD(AnomalibModule):
         """
         tokens = batch["tokens"].transpose(0, 1).flatten(0, 1)  # view-major (2B, T, C)
         anomaly = batch["anomaly"].transpose(0, 1).flatten(0, 1)
-        _, logits, projections = self.model(tokens, anomaly)
+        on_object = batch["object"].transpose(0, 1).flatten(0, 1) if "object" in batch else None
+        _, logits, projections = self.model(tokens, anomaly, on_object)
         epoch = min(self.current_epoch, len(self._teacher_temperatures) - 1)
         total, parts = self.loss(
             logits,
@@ -473,7 +513,9 @@ class AnomalyNCD(AnomalibModule):
             stop = min(start + batch_size, end)
             tokens = self.cache.tokens[start:stop, 0].to(self.device)
             anomaly = self.cache.anomaly[start:stop, 0].to(self.device)
-            chunks.append(self.model.embed(tokens, anomaly).float().cpu())
+            objects = self.cache.objects
+            on_object = None if objects is None else objects[start:stop, 0].to(self.device)
+            chunks.append(self.model.embed(tokens, anomaly, on_object).float().cpu())
         self.model.train(was_training)
         return torch.cat(chunks)
 
@@ -604,19 +646,23 @@ class AnomalyNCD(AnomalibModule):
         self, regions: Sequence[RegionLike], batch_size: int = 32, progress: Callable[[int], None] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and CLS features of regions of new images."""
-        from anomalib_ncd.discovery.guidance import guide_of, pool_to_patches
-
         maker = ViewMaker(self.view_settings, seed=self.seed)
         backbone = self.model.backbone
+        with_object = has_object_masks(regions)
         was_training = self.model.training
         self.model.eval()
         features = []
         for start in range(0, len(regions), batch_size):
             chunk = regions[start : start + batch_size]
-            views = [maker.plain(region.crop, guide_of(region, backbone.guidance)) for region in chunk]
+            views = [
+                region_view(region, maker, backbone.guidance, backbone.grid, with_object=with_object)
+                for region in chunk
+            ]
             images = torch.stack([view[0] for view in views]).to(self.device)
-            anomaly = pool_to_patches(torch.stack([view[1] for view in views]), backbone.grid).to(self.device)
-            features.append(self.model.embed(backbone.frozen(images, anomaly), anomaly).float().cpu())
+            anomaly = torch.stack([view[1] for view in views]).to(self.device)
+            on_object = torch.stack([view[2] for view in views]).to(self.device) if with_object else None
+            tokens = backbone.frozen(images, anomaly, on_object)
+            features.append(self.model.embed(tokens, anomaly, on_object).float().cpu())
             if progress is not None:
                 progress(len(chunk))
         self.model.train(was_training)
@@ -657,12 +703,21 @@ class AnomalyNCD(AnomalibModule):
             msg = f"{len(images)} images but {len(anomaly_maps)} anomaly maps"
             raise ValueError(msg)
         silent = None if progress else (lambda _: None)
+        prior, min_inside = self.region_filter()
         regions: list[Region] = []
         with progress_bar("Cutting regions", len(images), silent) as advance:
             for index, (image, anomaly_map) in enumerate(zip(images, anomaly_maps, strict=True)):
                 squeezed = np.asarray(anomaly_map).squeeze()
+                on_object = None if prior is None else prior.mask(image)
                 regions += regions_of_image(
-                    image, squeezed, self.mebin, self.crop_settings, index, self.working_long_side
+                    image,
+                    squeezed,
+                    self.mebin,
+                    self.crop_settings,
+                    index,
+                    self.working_long_side,
+                    on_object,
+                    min_inside,
                 )
                 advance(1)
         with progress_bar("Classifying regions", len(regions), silent) as advance:
@@ -744,6 +799,7 @@ class AnomalyNCD(AnomalibModule):
             ("training", self.training_settings),
             ("crops", self.crop_settings),
             ("novelty", self.novelty_settings),
+            ("object_prior", self.object_prior_settings),
         ):
             hyper_parameters[name] = asdict(settings)
         if self.mebin is not None and self.mebin.is_fitted:
@@ -769,6 +825,7 @@ class AnomalyNCD(AnomalibModule):
             "loss_weights": asdict(self.loss_weights),
             "training": asdict(self.training_settings),
             "fusion_temperature": self.fusion_temperature,
+            "object_prior": asdict(self.object_prior_settings),
             "novelty": asdict(self.novelty_settings)
             | {"threshold": float(self.unknown_threshold), "image_threshold": float(self.unknown_image_threshold)},
         }

@@ -31,13 +31,16 @@ class ViewPairDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         pair = torch.randperm(self.cache.n_views)[:2] + 1  # view 0 is the plain evaluation view
-        return {
+        item = {
             "tokens": self.cache.tokens[index, pair],
             "anomaly": self.cache.anomaly[index, pair],
             "label": self.labels[index],
             "score": self.cache.scores[index],
             "index": torch.tensor(index),
         }
+        if self.cache.objects is not None:
+            item["object"] = self.cache.objects[index, pair]
+        return item
 
 
 def balanced_sampler(labels: torch.Tensor) -> Sampler[int] | None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from anomalib_ncd.discovery.guidance import guide_of, pool_to_patches
+from anomalib_ncd.discovery.guidance import GuidanceSettings, guide_of, pool_to_patches
 from anomalib_ncd.discovery.views import ViewMaker
 
 
@@ -31,6 +31,8 @@ class ViewCache:
         areas: ``(R,)`` anomalous pixels of each region.
         image_index: ``(R,)`` image of each region.
         whole_image: ``(R,)`` True for the whole-image region of an image where nothing was found.
+        objects: ``(R, 1 + n_views, N)`` object coverage of each patch (the object prior), or
+            ``None`` when the regions have no object masks.
     """
 
     tokens: torch.Tensor
@@ -39,6 +41,7 @@ class ViewCache:
     areas: torch.Tensor
     image_index: torch.Tensor
     whole_image: torch.Tensor
+    objects: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -50,7 +53,10 @@ class ViewCache:
 
 
 class RegionLike(Protocol):
-    """What the cache needs of a region: crop, mask, score, area, image index, whole-image flag."""
+    """What the cache needs of a region: crop, mask, score, area, image index, whole-image flag.
+
+    A region may also carry ``object_mask`` (its crop of the object prior) and ``soft_mask``.
+    """
 
     crop: np.ndarray
     mask: np.ndarray
@@ -58,6 +64,56 @@ class RegionLike(Protocol):
     area: int
     image_index: int
     whole_image: bool
+
+
+def region_view(
+    region: RegionLike,
+    maker: ViewMaker,
+    guidance: GuidanceSettings,
+    grid: tuple[int, int],
+    region_number: int = 0,
+    view_number: int = 0,
+    with_object: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One view of a region and its per-patch guides: the plain view (0) or augmented view ``v``.
+
+    The anomaly guide and the object mask go through the same geometric transform as the pixels.
+
+    Args:
+        region: a region with its crop and mask loaded.
+        maker: the view maker.
+        guidance: the guidance settings (which guide: binary mask or map).
+        grid: the backbone's patch grid.
+        region_number: the region's number (seeds its augmented views).
+        view_number: 0 for the plain view, else an augmented one.
+        with_object: also return the object coverage per patch (the whole crop when the region has
+            no object mask).
+
+    Returns:
+        ``(3, S, S)`` image, ``(N,)`` anomaly coverage and ``(N,)`` object coverage (or ``None``).
+
+    Raises:
+        ValueError: when the region has no crop loaded.
+    """
+    if region.crop is None or region.mask is None:
+        msg = f"region {region_number} has no crop loaded: extract regions with load_crops=True"
+        raise ValueError(msg)
+    guide = np.asarray(guide_of(region, guidance), dtype=np.float32)
+    if with_object:
+        on_object = getattr(region, "object_mask", None)
+        on_object = np.ones(guide.shape, np.float32) if on_object is None else np.asarray(on_object, np.float32)
+        guide = np.stack([guide, on_object])
+    if view_number == 0:
+        image, masks = maker.plain(region.crop, guide)
+    else:
+        image, masks = maker.augmented(region.crop, guide, region_number, view_number)
+    patches = pool_to_patches(masks.reshape(-1, *masks.shape[-2:]), grid)
+    return image, patches[0], patches[1] if with_object else None
+
+
+def has_object_masks(regions: Sequence[RegionLike]) -> bool:
+    """Whether any region carries an object mask (then every view gets an object coverage)."""
+    return any(getattr(region, "object_mask", None) is not None for region in regions)
 
 
 def build_view_cache(
@@ -82,34 +138,34 @@ def build_view_cache(
         The cache, on the CPU.
     """
     n_views = view_maker.settings.n_views
+    with_object = has_object_masks(regions)
     jobs = [(r, v) for r in range(len(regions)) for v in range(1 + n_views)]
     tokens: torch.Tensor | None = None
     anomaly: torch.Tensor | None = None
+    objects: torch.Tensor | None = None
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
-        images, masks = [], []
-        for region_number, view_number in chunk:
-            region = regions[region_number]
-            if region.crop is None or region.mask is None:
-                msg = f"region {region_number} has no crop loaded: extract regions with load_crops=True"
-                raise ValueError(msg)
-            guide = guide_of(region, backbone.guidance)
-            if view_number == 0:
-                image, mask = view_maker.plain(region.crop, guide)
-            else:
-                image, mask = view_maker.augmented(region.crop, guide, region_number, view_number)
-            images.append(image)
-            masks.append(mask)
-        patches = pool_to_patches(torch.stack(masks), backbone.grid)
+        views = [
+            region_view(regions[r], view_maker, backbone.guidance, backbone.grid, r, v, with_object) for r, v in chunk
+        ]
+        patches = torch.stack([view[1] for view in views])
+        on_object = torch.stack([view[2] for view in views]) if with_object else None
         # half precision on a GPU: the cache is stored in float16 anyway
         with torch.autocast(device_type=torch.device(device).type, enabled=torch.device(device).type == "cuda"):
-            out = backbone.frozen(torch.stack(images).to(device), patches.to(device)).to("cpu", torch.float16)
+            out = backbone.frozen(
+                torch.stack([view[0] for view in views]).to(device),
+                patches.to(device),
+                None if on_object is None else on_object.to(device),
+            ).to("cpu", torch.float16)
         if tokens is None:
             tokens = torch.empty((len(regions), 1 + n_views, *out.shape[1:]), dtype=torch.float16)
             anomaly = torch.empty((len(regions), 1 + n_views, patches.shape[1]), dtype=torch.float32)
+            objects = torch.empty_like(anomaly) if with_object else None
         for row, (region_number, view_number) in enumerate(chunk):
             tokens[region_number, view_number] = out[row]
             anomaly[region_number, view_number] = patches[row]
+            if objects is not None and on_object is not None:
+                objects[region_number, view_number] = on_object[row]
         if progress is not None:
             progress(len(chunk))
     if tokens is None or anomaly is None:
@@ -122,4 +178,5 @@ def build_view_cache(
         areas=torch.tensor([float(r.area) for r in regions], dtype=torch.float32),
         image_index=torch.tensor([int(r.image_index) for r in regions], dtype=torch.long),
         whole_image=torch.tensor([bool(r.whole_image) for r in regions], dtype=torch.bool),
+        objects=objects,
     )

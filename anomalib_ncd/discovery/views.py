@@ -86,8 +86,10 @@ def _to_tensors(crop: np.ndarray, mask: np.ndarray) -> tuple[tv_tensors.Image, t
     if crop.ndim == 2:  # grey images become three identical channels, as ImageNet backbones expect
         crop = np.repeat(crop[..., None], 3, axis=2)
     image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
-    # float masks: binary ones stay 0/1, graded anomaly-map guides keep their values
-    return image, tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None])
+    # float masks: binary ones stay 0/1, graded anomaly-map guides keep their values; a (k, h, w)
+    # stack (anomaly guide and object prior) is transformed as k channels of one mask
+    masks = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
+    return image, tv_tensors.Mask(masks[None] if masks.ndim == 2 else masks)
 
 
 def _normalise(image: torch.Tensor) -> torch.Tensor:
@@ -119,17 +121,17 @@ class ViewMaker:
 
         Args:
             crop: ``(h, w, 3)`` or ``(h, w)`` uint8 pixels.
-            mask: ``(h, w)`` bool mask or float guide in ``[0, 1]``.
+            mask: ``(h, w)`` bool mask or float guide in ``[0, 1]``, or a ``(k, h, w)`` stack of them.
 
         Returns:
-            ``(3, S, S)`` normalised float image and ``(S, S)`` float mask in ``[0, 1]``.
+            ``(3, S, S)`` normalised float image and ``(S, S)`` (or ``(k, S, S)``) float mask in ``[0, 1]``.
         """
         image, mask_tensor = _to_tensors(crop, mask)
         size = [self.settings.size, self.settings.size]
         image = tvf.resize(image, size, antialias=True)
         # area interpolation keeps thin defects visible as fractional mask values
-        mask_float = torch.nn.functional.interpolate(mask_tensor[None].float(), size=size, mode="area")[0, 0]
-        return _normalise(image), mask_float
+        mask_float = torch.nn.functional.interpolate(mask_tensor[None].float(), size=size, mode="area")[0]
+        return _normalise(image), mask_float[0] if np.ndim(mask) == 2 else mask_float
 
     def augmented(
         self,
@@ -142,18 +144,19 @@ class ViewMaker:
 
         Args:
             crop: ``(h, w, 3)`` or ``(h, w)`` uint8 pixels.
-            mask: ``(h, w)`` bool mask or float guide in ``[0, 1]``.
+            mask: ``(h, w)`` bool mask or float guide in ``[0, 1]``, or a ``(k, h, w)`` stack of them
+                (all transformed alike).
             region_number: the region's position in its set.
             view_number: which view of the region.
 
         Returns:
-            ``(3, S, S)`` normalised float image and ``(S, S)`` float mask in ``[0, 1]``.
+            ``(3, S, S)`` normalised float image and ``(S, S)`` (or ``(k, S, S)``) float mask in ``[0, 1]``.
         """
         image, mask_tensor = _to_tensors(crop, mask)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_view_seed(self.seed, region_number, view_number))
             image, mask_tensor = self._transform(image, mask_tensor)
-        return _normalise(image), mask_tensor[0].float()
+        return _normalise(image), mask_tensor[0].float() if np.ndim(mask) == 2 else mask_tensor.float()
 
 
 def _view_seed(seed: int, region_number: int, view_number: int) -> int:

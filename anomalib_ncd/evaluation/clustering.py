@@ -44,7 +44,6 @@ Labels = Iterable[Hashable] | np.ndarray
 """A one-dimensional sequence or array of hashable labels (class names, cluster ids)."""
 
 
-
 @dataclass(frozen=True)
 class _Contingency:
     """Counts of samples per (true class, predicted cluster), with the label orders used."""

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalib.callbacks.checkpoint import ModelCheckpoint
+from lightning.pytorch import LightningModule
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
@@ -21,3 +22,36 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             Path(temporary).replace(filepath)
         self._last_checkpoint_saved = filepath
+
+
+def save_model_checkpoint(model: LightningModule, path: str | Path) -> Path:
+    """Write a model's Lightning checkpoint without a trainer (e.g. after a continual update), atomically.
+
+    The file holds what ``Trainer.save_checkpoint`` puts there for loading: the state dict, the
+    hyper-parameters and the model's own ``on_save_checkpoint`` additions, so
+    ``type(model).load_from_checkpoint(path)`` rebuilds it.
+
+    Args:
+        model: the model.
+        path: the checkpoint file.
+
+    Returns:
+        The path.
+    """
+    import lightning
+    import torch
+
+    from anomalib_ncd.io import atomic_write_path
+
+    checkpoint: dict[str, Any] = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": lightning.__version__,
+        "epoch": 0,
+        "global_step": 0,
+    }
+    model.on_save_checkpoint(checkpoint)
+    path = Path(path)
+    with atomic_write_path(path) as temporary:
+        torch.save(checkpoint, temporary)
+    return path

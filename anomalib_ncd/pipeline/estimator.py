@@ -130,11 +130,14 @@ class DefectDiscovery:
             regions = maps
         else:
             map_set = as_map_set(maps)
+            prior, min_inside = self.model.region_filter()
             regions = extract_regions(
                 map_set,
                 mebin=self.mebin if self.mebin is not None else MEBin(),
                 crop_settings=self.model.crop_settings,
                 working_long_side=self.model.working_long_side,
+                object_prior=prior,
+                min_inside=min_inside,
             )
         check_discoverable(regions, self.model.n_classes - self.model.n_known)
         self.regions_ = regions
@@ -351,4 +354,3 @@ def check_discoverable(regions: RegionSet, n_novel: int) -> None:
     if anomalous < n_novel:
         msg = f"{n_novel} classes to discover but only {anomalous} anomalous regions in {n_images} images"
         raise NothingToDiscoverError(msg)
-

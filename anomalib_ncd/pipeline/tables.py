@@ -12,9 +12,7 @@ from anomalib_ncd.discovery.novelty import UNKNOWN
 from anomalib_ncd.maps.map_set import AnomalyMapSet
 
 
-def assignments_table(
-    map_set: AnomalyMapSet, found: ImageClassification, class_names: list[str]
-) -> pd.DataFrame:
+def assignments_table(map_set: AnomalyMapSet, found: ImageClassification, class_names: list[str]) -> pd.DataFrame:
     """One row per image: its class, confidence, detector score, regions and known type.
 
     Region boxes, classes and confidences are JSON lists in their cells, so the CSV stays one row

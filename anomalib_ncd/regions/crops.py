@@ -71,6 +71,8 @@ class Region:
         mask: the binary mask inside the box (bool), when loaded.
         soft_mask: the anomaly map inside the box on MEBin's normalised scale (``[0, 1]`` floats, the
             crop's size), when loaded: a graded guide for soft attention.
+        object_mask: the object prior inside the box (bool, the crop's size), when an object prior
+            was used: which pixels belong to the inspected object (the region guidance factor).
     """
 
     image_index: int
@@ -81,6 +83,7 @@ class Region:
     crop: np.ndarray | None = field(default=None, repr=False)
     mask: np.ndarray | None = field(default=None, repr=False)
     soft_mask: np.ndarray | None = field(default=None, repr=False)
+    object_mask: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def width(self) -> int:

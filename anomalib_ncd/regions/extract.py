@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -26,6 +27,9 @@ from anomalib_ncd.maps.map_set import AnomalyMapSet
 from anomalib_ncd.progress import progress_bar
 from anomalib_ncd.regions.crops import Box, CropSettings, Region, crop_boxes
 from anomalib_ncd.regions.mebin import MEBin, MEBinResult
+
+if TYPE_CHECKING:
+    from anomalib_ncd.priors import ObjectPrior
 
 
 @dataclass
@@ -160,6 +164,8 @@ def extract_regions(
     working_long_side: int | None = 256,
     load_crops: bool = True,
     progress: Callable[[int], None] | None = None,
+    object_prior: ObjectPrior | None = None,
+    min_inside: float | None = None,
 ) -> RegionSet:
     """Binarise every map with MEBin and cut anomaly-centred regions.
 
@@ -171,10 +177,18 @@ def extract_regions(
         working_long_side: long side at which maps are binarised (``None``: full image size).
         load_crops: read the images and keep each region's pixels and mask in memory.
         progress: called with 1 after each image (default: a progress bar).
+        object_prior: gives each image's object mask; its crop is attached to every region
+            (:attr:`~anomalib_ncd.regions.crops.Region.object_mask`) for the region guidance factor.
+        min_inside: drop a region when less than this fraction of its anomalous pixels lies on the
+            object (``None``: keep every region; needs ``object_prior``). An image whose regions are
+            all dropped gets the whole-image region, like an image where nothing was found.
 
     Returns:
         The regions, in image order.
     """
+    if min_inside is not None and object_prior is None:
+        msg = "min_inside (dropping regions outside the object) needs an object prior"
+        raise ValueError(msg)
     crop_settings = crop_settings or CropSettings()
     mebin = mebin if mebin is not None else MEBin()
     aligned = map_set.aligned(working_long_side)
@@ -183,11 +197,20 @@ def extract_regions(
     results = mebin.transform(aligned)
     regions: list[Region] = []
     with progress_bar("MEBin + regions", len(aligned), progress) as advance:
-        for index, (result, anomaly_map, shape) in enumerate(
-            zip(results, aligned, map_set.image_shapes, strict=True)
-        ):
-            image = read_set_image(map_set, index) if load_crops else None
-            regions += _binarised_regions(result, anomaly_map, shape, mebin, crop_settings, index, image)
+        for index, (result, anomaly_map, shape) in enumerate(zip(results, aligned, map_set.image_shapes, strict=True)):
+            image = read_set_image(map_set, index) if load_crops or object_prior is not None else None
+            on_object = None if object_prior is None else object_prior.mask(image, map_set.image_paths[index])
+            regions += _binarised_regions(
+                result,
+                anomaly_map,
+                shape,
+                mebin,
+                crop_settings,
+                index,
+                image if load_crops else None,
+                on_object,
+                min_inside,
+            )
             advance(1)
     return RegionSet(regions=regions, map_set=map_set, binarization=results, mebin=mebin)
 
@@ -221,12 +244,49 @@ def _binarised_regions(
     crop_settings: CropSettings,
     image_index: int,
     image: np.ndarray | None,
+    object_mask: np.ndarray | None = None,
+    min_inside: float | None = None,
 ) -> list[Region]:
     """Regions of one image from its MEBin result (mask at working size) and its aligned map."""
     full_mask = cv2.resize(result.mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     boxes = crop_boxes(full_mask, result.anomaly_count, crop_settings)
     normalised = _normalised(anomaly_map, mebin.min_th_, mebin.max_th_)
-    return cut_regions(image_index, shape, full_mask, boxes, normalised, image)
+    return cut_regions(image_index, shape, full_mask, boxes, normalised, image, object_mask, min_inside)
+
+
+def _check_object_mask(object_mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    object_mask = np.asarray(object_mask)
+    if object_mask.shape != shape:
+        msg = f"object mask is {object_mask.shape}, but its image is {shape}"
+        raise ValueError(msg)
+    return object_mask.astype(bool)
+
+
+def boxes_on_object(boxes: list[Box], full_mask: np.ndarray, object_mask: np.ndarray, min_inside: float) -> list[Box]:
+    """The boxes whose anomalous pixels lie on the object for at least ``min_inside`` of them.
+
+    Args:
+        boxes: region boxes of one image.
+        full_mask: binary anomaly mask at image resolution.
+        object_mask: binary object mask at image resolution.
+        min_inside: required fraction in ``[0, 1]``.
+
+    Returns:
+        The kept boxes, in their order.
+
+    Example:
+        >>> anomaly = np.zeros((4, 8), bool); anomaly[1:3, 1:3] = anomaly[1:3, 5:7] = True
+        >>> on_object = np.zeros((4, 8), bool); on_object[:, :4] = True
+        >>> boxes_on_object([(0, 0, 4, 4), (4, 0, 8, 4)], anomaly, on_object, 0.5)
+        [(0, 0, 4, 4)]
+    """
+    kept = []
+    for x0, y0, x1, y1 in boxes:
+        anomalous = full_mask[y0:y1, x0:x1].astype(bool)
+        inside = np.logical_and(anomalous, object_mask[y0:y1, x0:x1]).sum()
+        if inside >= min_inside * max(int(anomalous.sum()), 1):
+            kept.append((x0, y0, x1, y1))
+    return kept
 
 
 def cut_regions(
@@ -236,6 +296,8 @@ def cut_regions(
     boxes: list[Box],
     score_map: np.ndarray,
     image: np.ndarray | None = None,
+    object_mask: np.ndarray | None = None,
+    min_inside: float | None = None,
 ) -> list[Region]:
     """Regions of one image from its boxes; one whole-image region when there is no box.
 
@@ -246,10 +308,18 @@ def cut_regions(
         boxes: region boxes (from :func:`~anomalib_ncd.regions.crops.crop_boxes`).
         score_map: the map whose maximum inside a box is the region's score (any resolution).
         image: the image's pixels, to attach each region's crop and mask; ``None`` to skip.
+        object_mask: the image's object mask (bool, image resolution), attached to each region
+            with its crop; ``None`` for none.
+        min_inside: drop boxes with less than this fraction of their anomalous pixels on the
+            object (:func:`boxes_on_object`); ``None`` keeps every box.
 
     Returns:
         The regions.
     """
+    if object_mask is not None:
+        object_mask = _check_object_mask(object_mask, shape)
+        if min_inside is not None:
+            boxes = boxes_on_object(boxes, full_mask, object_mask, min_inside)
     whole_image = not boxes
     if whole_image:
         boxes = [(0, 0, shape[1], shape[0])]
@@ -270,6 +340,8 @@ def cut_regions(
             region.mask = np.zeros_like(mask) if whole_image else mask
             soft = np.ascontiguousarray(score_map[my0:my1, mx0:mx1], dtype=np.float32)
             region.soft_mask = cv2.resize(soft, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+            if object_mask is not None:
+                region.object_mask = object_mask[y0:y1, x0:x1].copy()
         regions.append(region)
     return regions
 
@@ -281,6 +353,8 @@ def regions_of_image(
     crop_settings: CropSettings | None = None,
     image_index: int = 0,
     working_long_side: int | None = 256,
+    object_mask: np.ndarray | None = None,
+    min_inside: float | None = None,
 ) -> list[Region]:
     """Regions of one image in memory, with a MEBin already fitted on its detector's maps.
 
@@ -294,6 +368,8 @@ def regions_of_image(
         crop_settings: crop parameters.
         image_index: index stored in the regions.
         working_long_side: long side at which the map is binarised (``None``: full size).
+        object_mask: the image's object mask (see :func:`cut_regions`), or ``None``.
+        min_inside: drop regions mostly off the object (see :func:`cut_regions`), or ``None``.
 
     Returns:
         The regions, crops and masks attached.
@@ -304,7 +380,9 @@ def regions_of_image(
     shape = image.shape[:2]
     aligned = AnomalyMapSet.from_arrays([anomaly_map], ["<memory>"], image_shapes=[shape]).aligned(working_long_side)[0]
     result = mebin.transform([aligned])[0]
-    return _binarised_regions(result, aligned, shape, mebin, crop_settings or CropSettings(), image_index, image)
+    return _binarised_regions(
+        result, aligned, shape, mebin, crop_settings or CropSettings(), image_index, image, object_mask, min_inside
+    )
 
 
 def ground_truth_regions(

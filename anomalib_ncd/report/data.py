@@ -233,10 +233,7 @@ def _check_mebin_curve(curve: Mapping[str, Any], position: int) -> None:
         raise ValueError(msg)
     counts, thresholds = np.ravel(curve["count_sequence"]), np.ravel(curve["thresholds"])
     if len(counts) != len(thresholds):
-        msg = (
-            f"mebin_curves[{position}]: count_sequence has {len(counts)} values "
-            f"but thresholds has {len(thresholds)}"
-        )
+        msg = f"mebin_curves[{position}]: count_sequence has {len(counts)} values but thresholds has {len(thresholds)}"
         raise ValueError(msg)
     interval = curve["stable_interval"]
     if interval is not None and not 0 <= int(interval[0]) <= int(interval[1]) < len(counts):

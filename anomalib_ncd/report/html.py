@@ -425,6 +425,5 @@ def _card(data: ReportData, row: int, region_rows: np.ndarray) -> str:
 def _settings_section(data: ReportData) -> str:
     text = json.dumps(data.settings, indent=2, ensure_ascii=False, default=str)
     return (
-        '<section id="settings"><details><summary>Run settings</summary>'
-        f"<pre>{escape(text)}</pre></details></section>"
+        f'<section id="settings"><details><summary>Run settings</summary><pre>{escape(text)}</pre></details></section>'
     )

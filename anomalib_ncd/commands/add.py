@@ -1,0 +1,169 @@
+"""``anomalib-ncd add``: continual discovery, a new batch of images added to a finished run.
+
+Regions of the batch that fit an existing class keep that class's id; groups of new-kind regions
+become classes appended after the old ones (:mod:`~anomalib_ncd.discovery.continual`). The run
+itself is never changed: the extended model goes to the next version folder beside it,
+``<dataset>/<category>/vN+1``, with
+
+- ``weights/lightning/model.ckpt``: the extended model (``predict`` and a further ``add`` use it);
+- ``maps/``: the maps of the earlier images followed by the batch's, so the next ``add`` measures
+  new-kind against everything seen so far;
+- ``assignments.csv``: the earlier rows unchanged, then the batch's rows (column ``batch``);
+- ``summary.json``: the appended classes, the new-kind threshold and the share of new-kind regions;
+- ``run.json`` (``command: add``, the parent run and the detector) and ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml
+from anomalib_ncd.commands.predict import CHECKPOINT, RUN_COMMANDS, list_images, maps_of_images
+from anomalib_ncd.io import atomic_write_text
+from anomalib_ncd.results import mark_latest, next_version_dir, read_run_state, resolve_run, write_run_state
+
+if TYPE_CHECKING:
+    from anomalib_ncd.discovery.lightning_model import AnomalyNCD
+    from anomalib_ncd.maps.map_set import AnomalyMapSet
+
+logger = logging.getLogger("anomalib_ncd")
+
+MAPS_FOLDER = "maps"
+
+
+def add(
+    run: str,
+    images: str,
+    maps: str | None = None,
+    n_new_classes: int | Literal["auto"] = "auto",
+    quantile: float = 0.05,
+    min_new_regions: int = 4,
+    accelerator: str = "auto",
+    devices: int = 1,
+) -> Path:
+    """Add a batch of new images to a discovery run: old classes keep their ids, new kinds become new classes.
+
+    Args:
+        run: a completed ``discover`` (or ``add``) run folder, or its ``latest`` link.
+        images: the new batch: an image file or a folder of images (searched recursively).
+        maps: saved raw maps of the batch (``index.csv`` folder); needed when the run has no detector.
+        n_new_classes: classes to append, or ``auto`` to estimate it from the new-kind regions.
+        quantile: share of the earlier regions that would count as new-kind (the false-alarm rate of
+            "new kind"): a batch region is new-kind when it fits the classes less than that share of
+            the regions the classes were found in.
+        min_new_regions: fewer new-kind regions than this add no class (too few to be a kind).
+        accelerator: Lightning accelerator for the detector (``auto``, ``cpu``, ``gpu``...).
+        devices: number of devices.
+
+    Returns:
+        The new run folder.
+    """
+    arguments = dict(locals())
+    if n_new_classes != "auto" and n_new_classes < 0:
+        msg = f"n_new_classes must be 'auto' or >= 0, got {n_new_classes}"
+        raise ValueError(msg)
+    run_dir = resolve_run(run)
+    state = read_run_state(run_dir)
+    if state.get("command") not in RUN_COMMANDS or not state.get("complete"):
+        msg = f"{run_dir} is not a completed discover run"
+        raise ValueError(msg)
+    if not (run_dir / MAPS_FOLDER / "index.csv").is_file():
+        msg = f"{run_dir} has no saved maps ({MAPS_FOLDER}/index.csv): the new-kind threshold needs the earlier regions"
+        raise FileNotFoundError(msg)
+    batch_files = list_images(images)
+    batch_maps = maps_of_images(batch_files, maps, state.get("detector_checkpoint"), accelerator, devices)
+
+    from anomalib_ncd.discovery.continual import add_batch
+    from anomalib_ncd.discovery.lightning_model import AnomalyNCD
+    from anomalib_ncd.maps.folder import load_map_folder
+    from anomalib_ncd.regions.extract import read_set_image
+
+    model = AnomalyNCD.load_from_checkpoint(str(run_dir / CHECKPOINT), map_location="cpu", weights_only=False)
+    earlier = load_map_folder(run_dir / MAPS_FOLDER)
+    earlier_features = _region_features(model, earlier)
+    batch_images = [read_set_image(batch_maps, index) for index in range(len(batch_maps))]
+    update = add_batch(
+        model,
+        batch_images,
+        batch_maps.maps,
+        earlier_features,
+        quantile=quantile,
+        n_new_classes=None if n_new_classes == "auto" else n_new_classes,
+        min_new_regions=min_new_regions,
+    )
+
+    from anomalib_ncd.maps.export import save_map_set
+    from anomalib_ncd.pipeline.checkpoint import save_model_checkpoint
+    from anomalib_ncd.pipeline.tables import assignments_table
+
+    new_run = next_version_dir(run_dir.parent)
+    write_run_state(
+        new_run,
+        command="add",
+        stage="started",
+        complete=False,
+        dataset=state.get("dataset", ""),
+        category=state.get("category", ""),
+        parent=str(run_dir),
+        detector_checkpoint=state.get("detector_checkpoint"),
+    )
+    atomic_write_text(new_run / CONFIG_FILE, config_yaml(arguments))
+    save_model_checkpoint(update.model, new_run / CHECKPOINT)
+    save_map_set(_concatenated(earlier, batch_maps), new_run / MAPS_FOLDER)
+    batch_table = assignments_table(batch_maps, update.classification, update.model.class_names)
+    atomic_write_text(new_run / "assignments.csv", _all_assignments(run_dir, batch_table, new_run.name))
+    names = update.model.class_names
+    counts = np.bincount(batch_table["pred_class"].to_numpy(), minlength=len(names))
+    summary = {
+        "parent": str(run_dir),
+        "batch_images": len(batch_maps),
+        "batch_regions": len(update.classification.regions),
+        "new_kind_regions": int(update.new_kind.sum()),
+        "new_kind_threshold": update.threshold,
+        "appended_classes": [names[index] for index in update.new_classes],
+        "batch_classes": {name: int(count) for name, count in zip(names, counts, strict=True)},
+    }
+    atomic_write_text(new_run / "summary.json", json.dumps(summary, indent=2))
+    write_run_state(new_run, stage="done", complete=True)
+    mark_latest(new_run)
+    appended = ", ".join(summary["appended_classes"]) or "none"
+    print(
+        f"{len(batch_maps)} images added, {summary['new_kind_regions']} new-kind regions, "
+        f"classes appended: {appended}; results in {new_run}"
+    )
+    return new_run
+
+
+def _region_features(model: AnomalyNCD, map_set: AnomalyMapSet) -> np.ndarray:
+    """Features of the regions of the earlier images, cut as at discovery (the model's MEBin range)."""
+    from anomalib_ncd.regions.extract import read_set_image
+
+    pixels = [read_set_image(map_set, index) for index in range(len(map_set))]
+    return model.classify_images(pixels, map_set.maps, progress=True).region_features
+
+
+def _concatenated(first: AnomalyMapSet, second: AnomalyMapSet) -> AnomalyMapSet:
+    from anomalib_ncd.maps.map_set import AnomalyMapSet
+
+    return AnomalyMapSet(
+        maps=[*first.maps, *second.maps],
+        image_paths=[*first.image_paths, *second.image_paths],
+        image_shapes=[*first.image_shapes, *second.image_shapes],
+    )
+
+
+def _all_assignments(run_dir: Path, batch_table: object, batch_name: str) -> str:
+    """The earlier run's rows as they were, then the batch's, as CSV text."""
+    import pandas as pd
+
+    earlier = pd.read_csv(run_dir / "assignments.csv")
+    if "batch" not in earlier.columns:
+        earlier.insert(0, "batch", run_dir.name)
+    batch = pd.DataFrame(batch_table).copy()
+    batch.insert(0, "batch", batch_name)
+    return pd.concat([earlier, batch], ignore_index=True).to_csv(index=False)

@@ -1,0 +1,1 @@
+"""Object priors: where the inspected object lies in each image."""
