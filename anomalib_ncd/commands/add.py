@@ -10,6 +10,7 @@ itself is never changed: the extended model goes to the next version folder besi
   new-kind against everything seen so far;
 - ``assignments.csv``: the earlier rows unchanged, then the batch's rows (column ``batch``);
 - ``summary.json``: the appended classes, the new-kind threshold and the share of new-kind regions;
+- ``report/index.html``: the batch's classes, appended ones included;
 - ``run.json`` (``command: add``, the parent run and the detector) and ``config.yaml``.
 """
 
@@ -28,6 +29,9 @@ from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.results import mark_latest, next_version_dir, read_run_state, resolve_run, write_run_state
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from anomalib_ncd.discovery.continual import ContinualUpdate
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
     from anomalib_ncd.maps.map_set import AnomalyMapSet
 
@@ -43,6 +47,7 @@ def add(
     n_new_classes: int | Literal["auto"] = "auto",
     quantile: float = 0.05,
     min_new_regions: int = 4,
+    report: bool = True,
     accelerator: str = "auto",
     devices: int = 1,
 ) -> Path:
@@ -57,6 +62,8 @@ def add(
             "new kind"): a batch region is new-kind when it fits the classes less than that share of
             the regions the classes were found in.
         min_new_regions: fewer new-kind regions than this add no class (too few to be a kind).
+        report: write the batch's HTML report (``report/index.html``: galleries per class, the
+            appended ones included).
         accelerator: Lightning accelerator for the detector (``auto``, ``cpu``, ``gpu``...).
         devices: number of devices.
 
@@ -129,6 +136,8 @@ def add(
         "batch_classes": {name: int(count) for name, count in zip(names, counts, strict=True)},
     }
     atomic_write_text(new_run / "summary.json", json.dumps(summary, indent=2))
+    if report:
+        _write_batch_report(new_run, batch_maps, batch_table, update, summary)
     write_run_state(new_run, stage="done", complete=True)
     mark_latest(new_run)
     appended = ", ".join(summary["appended_classes"]) or "none"
@@ -157,13 +166,36 @@ def _concatenated(first: AnomalyMapSet, second: AnomalyMapSet) -> AnomalyMapSet:
     )
 
 
-def _all_assignments(run_dir: Path, batch_table: object, batch_name: str) -> str:
+def _all_assignments(run_dir: Path, batch_table: pd.DataFrame, batch_name: str) -> str:
     """The earlier run's rows as they were, then the batch's, as CSV text."""
     import pandas as pd
 
     earlier = pd.read_csv(run_dir / "assignments.csv")
     if "batch" not in earlier.columns:
         earlier.insert(0, "batch", run_dir.name)
-    batch = pd.DataFrame(batch_table).copy()
+    batch = batch_table.copy()
     batch.insert(0, "batch", batch_name)
     return pd.concat([earlier, batch], ignore_index=True).to_csv(index=False)
+
+
+def _write_batch_report(
+    run: Path, batch_maps: AnomalyMapSet, batch_table: pd.DataFrame, update: ContinualUpdate, summary: dict
+) -> Path:
+    """The HTML report of the batch: its images by class (old and appended) and the settings."""
+    from anomalib_ncd.pipeline.tables import region_table
+    from anomalib_ncd.report import ReportData, write_report
+
+    model = update.model
+    images = batch_table.copy()
+    images["defect_type"] = None
+    data = ReportData(
+        title=f"{run.parent.name} - {run.name}: batch added to {Path(summary['parent']).name}",
+        images=images,
+        regions=region_table(batch_maps, update.classification, model.class_names),
+        maps=batch_maps.maps,
+        map_range=(float(model.mebin.min_th_), float(model.mebin.max_th_)),
+        class_names=model.class_names,
+        features=update.classification.region_features,
+        settings=summary | {"model": model.settings_dict()},
+    )
+    return write_report(data, run / "report")

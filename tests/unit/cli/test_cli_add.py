@@ -60,7 +60,8 @@ def test_add_writes_a_new_version_and_leaves_the_run_alone(added):
     assert state["command"] == "add"
     assert state["complete"] is True
     assert state["parent"] == str(run)
-    for name in ("config.yaml", "assignments.csv", "summary.json", "maps/index.csv", "weights/lightning/model.ckpt"):
+    files = ("config.yaml", "assignments.csv", "summary.json", "maps/index.csv", "weights/lightning/model.ckpt")
+    for name in (*files, "report/index.html"):
         assert (new_run / name).is_file(), name
 
 
