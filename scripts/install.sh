@@ -28,3 +28,19 @@ if ! command -v chromium >/dev/null 2>&1; then
         echo "WARNING: could not install Debian's chromium; the HTML report browser test will be skipped" >&2
     fi
 fi
+
+# ---------------------------------------------------------------------------------------------------
+# Optional step: the Grounded-SAM object prior (the "sam" extra; see docs/object_priors.md).
+# Skip it with ANOMALIB_NCD_SKIP_SAM=1. CI runs it, so that the SAM/GroundingDINO tests run for real.
+# Both packages are installed with --no-deps, which never touches torch, torchvision or numpy:
+#   * segment-anything 1.0 is a pure-Python wheel;
+#   * groundingdino-py 0.4.0 is a pure-Python sdist (its C++/CUDA deformable-attention extension is
+#     commented out of its setup.py: it always runs the PyTorch implementation), built in seconds.
+#     Its metadata pins supervision==0.6.0 and opencv-python, which would overwrite this project's
+#     opencv-python-headless (and need libGL); neither is imported by the code paths used here.
+# The modules groundingdino-py really imports are installed explicitly (versions tested together).
+# Weights are NOT installed: they are local files named in the settings (docs/object_priors.md).
+if [ "${ANOMALIB_NCD_SKIP_SAM:-0}" != "1" ]; then
+    python -m pip install --quiet --no-deps "segment-anything==1.0" "groundingdino-py==0.4.0"
+    python -m pip install --quiet "transformers==5.23.0" "addict==2.4.0" "yapf==0.43.0" "pycocotools==2.0.11"
+fi

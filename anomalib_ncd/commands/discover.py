@@ -19,7 +19,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -200,9 +200,8 @@ def _model(arguments: dict[str, Any], known_names: list[str], category: str) -> 
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
 
     auto = arguments["n_novel_classes"] == "auto"
-    prior = arguments.get("object_prior") or ObjectPriorSettings()  # absent from configs of older runs
-    if prior.kind == "grounded_sam" and prior.prompt is None and category:
-        prior = replace(prior, prompt=category)
+    # absent from configs of older runs; the category is GroundingDINO's prompt unless one is given
+    prior = (arguments.get("object_prior") or ObjectPriorSettings()).with_prompt(category or None)
     model = AnomalyNCD(
         # with "auto" the model is rebuilt with the estimate once the regions are prepared
         n_novel_classes=arguments["class_count"].k_max if auto else arguments["n_novel_classes"],

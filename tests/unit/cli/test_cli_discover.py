@@ -304,3 +304,30 @@ def test_auto_number_of_classes(dataset_with_maps, tmp_path):
     assert (run / "report" / "class_count.png").is_file()
     checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=False, map_location="cpu")
     assert checkpoint["hyper_parameters"]["n_novel_classes"] == estimate["n_classes"]
+
+
+def test_object_prior_from_the_command_line(dataset_with_maps, tmp_path):
+    data, maps, _ = dataset_with_maps
+    args = [
+        *discover_args(data, maps, tmp_path / "out"),
+        "--object_prior.kind", "foreground",
+        "--object_prior.drop_outside", "true",
+    ]  # fmt: skip
+    assert main(args) == 0
+    run = tmp_path / "out" / "NCD" / "data" / "brick" / "latest"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["settings"]["object_prior"]["kind"] == "foreground"
+    assert summary["settings"]["object_prior"]["drop_outside"] is True
+    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=False, map_location="cpu")
+    assert checkpoint["hyper_parameters"]["object_prior"]["kind"] == "foreground"
+    # predict rebuilds the same prior from the checkpoint
+    assert main(["predict", "--run", str(run), "--images", str(data / "test"), "--maps", str(maps)]) == 0
+
+
+def test_grounded_sam_without_weights_fails_before_a_run_folder(dataset_with_maps, tmp_path, capsys):
+    data, maps, _ = dataset_with_maps
+    args = [*discover_args(data, maps, tmp_path / "o"), "--object_prior.kind", "grounded_sam"]
+    assert main(args) == 2
+    error = one_line_error(capsys)
+    assert "sam_checkpoint" in error
+    assert not (tmp_path / "o" / "NCD").exists()
