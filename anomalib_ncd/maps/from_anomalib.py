@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from anomalib.models import AnomalibModule
 
 
-
 def load_anomalib_model(checkpoint: str | Path, model: str | type | None = None) -> AnomalibModule:
     """Load an anomalib model from a Lightning checkpoint.
 
