@@ -197,5 +197,6 @@ def _write_batch_report(
         class_names=model.class_names,
         features=update.classification.region_features,
         settings=summary | {"model": model.settings_dict()},
+        object_prior=model.object_prior,
     )
     return write_report(data, run / "report")

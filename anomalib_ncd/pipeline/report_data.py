@@ -53,6 +53,7 @@ def discovery_report_data(
         mebin_curves=mebin_curves(discovery),
         settings=config,
         class_count=None if discovery.class_count_ is None else discovery.class_count_.as_dict(),
+        object_prior=discovery.model.object_prior,
     )
 
 

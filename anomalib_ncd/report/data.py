@@ -65,6 +65,7 @@ class ReportData:
         confusion: Image-level confusion table (rows true types, columns clusters).
         mebin_curves: MEBin sweeps of a few images, each with the keys :data:`MEBIN_CURVE_KEYS`.
         settings: The resolved run configuration, shown in an appendix.
+        object_prior: The run's object prior, if any: its object outline is drawn on each gallery image.
         max_per_class: Thumbnails per class gallery (highest confidence first).
         thumbnail_size: Long side of the thumbnails in pixels.
     """
@@ -81,6 +82,7 @@ class ReportData:
     mebin_curves: list[dict] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     class_count: dict | None = None  # the estimate of the number of classes: candidates, scores, n_classes
+    object_prior: Any | None = None  # the run's object prior (``mask(image, path)``): outlines in the gallery
     max_per_class: int = 24
     thumbnail_size: int = 128
 

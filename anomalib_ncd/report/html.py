@@ -375,6 +375,7 @@ def _thumbnails(data: ReportData, row: int, region_rows: np.ndarray) -> Thumbnai
             data.regions.iloc[region_rows],
             data.map_range,
             data.thumbnail_size,
+            data.object_prior,
         )
     except (OSError, ValueError, cv2.error) as error:
         logger.warning("report: no thumbnails for %s: %s", data.images.at[row, "image_path"], error)

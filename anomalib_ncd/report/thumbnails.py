@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -210,6 +211,25 @@ def overlay_map(thumbnail: np.ndarray, anomaly_map: np.ndarray, map_range: tuple
     return cv2.addWeighted(colours, OVERLAY_ALPHA, thumbnail, 1.0 - OVERLAY_ALPHA, 0.0)
 
 
+def draw_object_outline(thumbnail: np.ndarray, object_mask: np.ndarray) -> np.ndarray:
+    """Draw the outline of an object mask (any resolution) on a thumbnail, one pixel wide, in white.
+
+    Args:
+        thumbnail: the ``(h, w, 3)`` RGB thumbnail (not modified).
+        object_mask: the image's bool object mask.
+
+    Returns:
+        A copy with the outline; unchanged when the mask is the whole image (nothing to show).
+    """
+    canvas = thumbnail.copy()
+    if np.asarray(object_mask).all():
+        return canvas
+    small = cv2.resize(np.asarray(object_mask, np.uint8), canvas.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(canvas, contours, -1, (255, 255, 255), 1)
+    return canvas
+
+
 def largest_region_crop(image: np.ndarray, regions: pd.DataFrame) -> tuple[np.ndarray, bool]:
     """Crop the largest region that is not a whole-image region.
 
@@ -259,6 +279,7 @@ def make_thumbnails(
     regions: pd.DataFrame,
     map_range: tuple[float, float],
     size: int,
+    object_prior: Any | None = None,
 ) -> Thumbnails:
     """Read one image and build its three thumbnails, each with long side ``size``.
 
@@ -268,6 +289,8 @@ def make_thumbnails(
         regions: its regions (``x0, y0, x1, y1`` in image pixels, ``pred_class``, ``whole_image``).
         map_range: ``(low, high)`` of the overlay colour scale.
         size: long side of each thumbnail in pixels.
+        object_prior: the run's object prior (anything with ``mask(image, path)``); its object
+            outline is drawn on the regions thumbnail, so the prior can be checked by eye.
 
     Returns:
         The thumbnails as ``data:`` URIs.
@@ -275,11 +298,14 @@ def make_thumbnails(
     image = load_rgb(image_path)
     small = fit_long_side(image, size)
     scale = (small.shape[0] / image.shape[0], small.shape[1] / image.shape[1])
+    boxes = draw_regions(small, regions, scale)
+    if object_prior is not None:
+        boxes = draw_object_outline(boxes, object_prior.mask(read_image(image_path), image_path))
     crop, whole = largest_region_crop(image, regions)
     crop_small = fit_long_side(crop, size)
     del image, crop  # only the thumbnails are kept; the full image can go now
     return Thumbnails(
-        boxes=to_data_uri(draw_regions(small, regions, scale)),
+        boxes=to_data_uri(boxes),
         overlay=to_data_uri(overlay_map(small, anomaly_map, map_range)),
         crop=to_data_uri(crop_small),
         crop_is_whole_image=whole,
