@@ -335,6 +335,9 @@ def _gallery_section(data: ReportData, index: int, by_image: Mapping[int, np.nda
     shown = ranked.index[: data.max_per_class]
     cards = "".join(_card(data, int(row), by_image.get(int(row), np.empty(0, dtype=np.int64))) for row in shown)
     count = f"showing {len(shown)} of {len(members)} images, highest confidence first"
+    if data.object_prior is not None:
+        prior = escape(str(getattr(data.object_prior, "name", "")))
+        count += f"; yellow line: the object found by the {prior} object prior"
     return (
         f'<section id="class-{index}" class="gallery">{heading}<p class="note">{count}</p>'
         f'<div class="grid">{cards}</div></section>'

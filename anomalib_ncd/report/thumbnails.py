@@ -211,8 +211,11 @@ def overlay_map(thumbnail: np.ndarray, anomaly_map: np.ndarray, map_range: tuple
     return cv2.addWeighted(colours, OVERLAY_ALPHA, thumbnail, 1.0 - OVERLAY_ALPHA, 0.0)
 
 
+OBJECT_COLOUR = (255, 255, 0)  # yellow: unlike the class colours and the map's colour scale
+
+
 def draw_object_outline(thumbnail: np.ndarray, object_mask: np.ndarray) -> np.ndarray:
-    """Draw the outline of an object mask (any resolution) on a thumbnail, one pixel wide, in white.
+    """Draw the outline of an object mask (any resolution) on a thumbnail, one pixel wide, in yellow.
 
     Args:
         thumbnail: the ``(h, w, 3)`` RGB thumbnail (not modified).
@@ -226,7 +229,7 @@ def draw_object_outline(thumbnail: np.ndarray, object_mask: np.ndarray) -> np.nd
         return canvas
     small = cv2.resize(np.asarray(object_mask, np.uint8), canvas.shape[1::-1], interpolation=cv2.INTER_NEAREST)
     contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(canvas, contours, -1, (255, 255, 255), 1)
+    cv2.drawContours(canvas, contours, -1, OBJECT_COLOUR, 1)
     return canvas
 
 

@@ -12,7 +12,7 @@ def test_outline_follows_the_object_and_whole_images_draw_nothing():
     on_object = np.zeros((80, 120), bool)
     on_object[20:60, 30:90] = True  # the thumbnail's [10:30, 15:45]
     drawn = draw_object_outline(thumbnail, on_object)
-    white = np.all(drawn == 255, axis=2)
+    white = np.all(drawn == (255, 255, 0), axis=2)
     assert white[10, 15:45].all() and white[29, 15:45].all()  # top and bottom edges
     assert not white[12:28, 17:43].any()  # inside stays untouched
     assert not white[:8].any()
