@@ -78,14 +78,17 @@ def load_anomalib_model(checkpoint: str | Path, model: str | type | None = None)
 
 
 def _anomalib_model_class(name: str) -> type:
-    """An anomalib model class by name, without instantiating it (which could reach for the hub)."""
+    """An anomalib model class by name (anomalib's or this plugin's), without instantiating it."""
     import anomalib.models
 
+    import anomalib_ncd.models
+
     wanted = name.replace("_", "").lower()
-    for attribute in dir(anomalib.models):
-        candidate = getattr(anomalib.models, attribute)
-        if isinstance(candidate, type) and attribute.lower() == wanted:
-            return candidate
+    for package in (anomalib.models, anomalib_ncd.models):
+        for attribute in dir(package):
+            candidate = getattr(package, attribute)
+            if isinstance(candidate, type) and attribute.lower() == wanted:
+                return candidate
     msg = f"anomalib has no model named {name!r}; give its import path instead (e.g. 'package.module.Class')"
     raise ValueError(msg)
 
