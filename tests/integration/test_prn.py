@@ -62,3 +62,19 @@ def test_pixel_auroc_well_above_chance(trained):
         labels.append(truth.ravel())
     auroc = roc_auc_score(np.concatenate(labels), np.concatenate(scores))
     assert auroc > 0.75, auroc
+
+
+def test_checkpoint_loads_by_its_results_path_and_predicts_the_same(trained):
+    from anomalib_ncd.maps.from_anomalib import load_anomalib_model
+    from anomalib_ncd.models import Prn
+
+    checkpoints = list((trained["root"] / "results").rglob("model.ckpt"))
+    assert len(checkpoints) == 1
+    assert "Prn" in checkpoints[0].parts  # anomalib's results/<Model>/... layout
+    loaded = load_anomalib_model(checkpoints[0])
+    assert isinstance(loaded, Prn)
+    images = torch.rand(2, 3, 128, 128)
+    trained["model"].eval()
+    expected = trained["model"].model(images)
+    found = loaded.model(images)
+    torch.testing.assert_close(found.anomaly_map, expected.anomaly_map)

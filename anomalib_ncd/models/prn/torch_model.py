@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from anomalib.data import InferenceBatch
@@ -272,6 +273,14 @@ class PrnModel(nn.Module):
                 msg = f"prototypes of scale {index} have shape {tuple(maps.shape[1:])}, expected {shape}"
                 raise ValueError(msg)
             setattr(self, f"prototypes_{index}", maps.detach().to(self.mean.device, torch.float32).clone())
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # the prototype count is known only after fitting: take the checkpoint's shape
+        for index in range(len(self.layers)):
+            saved = state_dict.get(f"{prefix}prototypes_{index}")
+            if saved is not None:
+                setattr(self, f"prototypes_{index}", torch.empty_like(saved, device=self.mean.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Anomaly logits at the input size.
