@@ -16,6 +16,7 @@ In one run, on one split (``anomalib_ncd.data.load_mtd``: Free images train the 
 
 Usage:
     python benchmarks/prn_mtd.py [--max-train 100] [--epochs 4] [--ncd-epochs 20] [--n-real 5]
+        [--detectors patchcore,prn0,prnreal] [--out results/benchmarks/prn_mtd]
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--n-real", type=int, default=5, help="real anomalous images per type for PRN")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/prn_mtd"))
+    parser.add_argument("--detectors", default="all", help="comma-separated subset: patchcore,prn0,prnreal")
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     table = cap_detector_training(load_mtd(args.mtd), args.max_train)
@@ -117,6 +119,9 @@ def main() -> None:
             n_real_per_type=args.n_real,
         ),
     }
+    if args.detectors != "all":
+        keys = dict(zip(("patchcore", "prn0", "prnreal"), list(detectors), strict=True))
+        detectors = {keys[key]: detectors[keys[key]] for key in args.detectors.split(",")}
     results = {}
     for name, build in detectors.items():
         pl.seed_everything(args.seed, verbose=False)
