@@ -22,6 +22,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
+from _shared import fit_prepared
 
 from anomalib_ncd import AnomalyNCD, extract_regions, load_map_folder
 from anomalib_ncd.data import load_mtd
@@ -65,11 +66,7 @@ def main() -> None:
         training={"epochs": args.epochs}, seed=args.seed,
     )  # fmt: skip
     model.prepare(extract_regions(maps.subset(first)), progress=lambda _: None)
-    trainer = pl.Trainer(
-        max_epochs=args.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(model)
+    fit_prepared(model, args.epochs)
     phase1 = clustering_report(types[first].tolist(), model.discover(n_images=len(first)).image_classes)
     print(f"phase 1 ({', '.join(FIRST)}; {len(first)} images): {phase1}")
 

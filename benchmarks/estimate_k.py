@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+from _shared import fit_prepared
 
 from anomalib_ncd import AnomalyNCD, ClassCountSettings, estimate_class_count, extract_regions, ground_truth_regions
 from anomalib_ncd.data import generate_synthetic_dataset, load_mtd
@@ -40,11 +41,7 @@ def train_and_score(model: AnomalyNCD, n_classes: int, truth: list[str], epochs:
     """Train a copy of the prepared model with ``n_classes`` and score its image classes."""
     pl.seed_everything(seed, verbose=False)
     trained = model.with_novel_classes(n_classes)
-    trainer = pl.Trainer(
-        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(trained)
+    fit_prepared(trained, epochs)
     found = trained.discover(n_images=len(truth))
     report = clustering_report(truth, found.image_classes)
     return {"k": n_classes, "nmi": report.nmi, "ari": report.ari, "f1": report.f1}
@@ -61,8 +58,8 @@ def run_set(name: str, regions: list, truth: list[str], args: argparse.Namespace
     estimate = estimate_class_count(model.region_features(), ClassCountSettings(), seed=args.seed)
     true_k = len(set(truth))
     with_estimate = train_and_score(model, estimate.n_classes, truth, args.epochs, args.seed)
-    with_truth = with_estimate if estimate.n_classes == true_k else train_and_score(
-        model, true_k, truth, args.epochs, args.seed
+    with_truth = (
+        with_estimate if estimate.n_classes == true_k else train_and_score(model, true_k, truth, args.epochs, args.seed)
     )
     result = {
         "set": name, "true_k": true_k, "estimated_k": estimate.n_classes,

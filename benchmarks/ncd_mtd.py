@@ -43,6 +43,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from _shared import fit_prepared
 
 from anomalib_ncd.baselines import AnomalyClustering, KMeansBaseline
 from anomalib_ncd.data import load_mtd, load_neu_det, to_anomalib_datamodule
@@ -139,23 +140,6 @@ def seeded_model(args: argparse.Namespace, **overrides: Any) -> AnomalyNCD:
     )
 
 
-def train_ours(model: AnomalyNCD, epochs: int) -> float:
-    """Fit the model on its prepared cache with Lightning; returns the training time in seconds."""
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="auto",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    start = time.perf_counter()
-    trainer.fit(model)
-    return time.perf_counter() - start
-
-
 def run_source(
     name: str,
     regions: RegionSet,
@@ -173,7 +157,7 @@ def run_source(
     results["cache_s"] = time.perf_counter() - start
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}
 
-    train_s = train_ours(model, args.epochs)
+    train_s = fit_prepared(model, args.epochs)
     found = model.discover(n_images=len(types))
     results["ours"] = {
         "image": clustering_report(types, found.image_classes).as_dict(),
@@ -212,7 +196,7 @@ def run_source(
             variant = seeded_model(args, guidance={"mode": mode})
             variant.load_state_dict(initial_state)  # same start as the default run
             variant.cache, variant.labels, variant.n_unlabeled = model.cache, model.labels, model.n_unlabeled
-            seconds = train_ours(variant, args.epochs)
+            seconds = fit_prepared(variant, args.epochs)
             outcome = variant.discover(n_images=len(types))
             results["ablation"][mode] = {
                 "image": clustering_report(types, outcome.image_classes).as_dict(),
@@ -233,7 +217,7 @@ def with_known_classes(
     start = time.perf_counter()
     model.prepare(list(regions), labeled, classes)
     cache_s = time.perf_counter() - start
-    train_s = train_ours(model, args.epochs)
+    train_s = fit_prepared(model, args.epochs)
     found = model.discover(n_images=len(types))
     return {
         "image": clustering_report(types, found.image_classes).as_dict(),

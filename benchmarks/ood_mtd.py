@@ -47,6 +47,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from _shared import fit_prepared
 from sklearn.metrics import roc_auc_score
 
 from anomalib_ncd.data import load_mtd
@@ -160,23 +161,6 @@ def auroc(positive: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(positive, scores))
 
 
-def train(model: AnomalyNCD, epochs: int) -> float:
-    """Fit the prepared model with Lightning (calibrates its thresholds at the end); returns seconds."""
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    start = time.perf_counter()
-    trainer.fit(model)
-    return time.perf_counter() - start
-
-
 def run_fold(held_out: str, maps: AnomalyMapSet, is_train: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     """Discover without ``held_out``, then score its images and the seen test images."""
     types = np.array(maps.defect_types)
@@ -197,7 +181,7 @@ def run_fold(held_out: str, maps: AnomalyMapSet, is_train: np.ndarray, args: arg
     )
     model.prepare(regions, progress=lambda _: None)
     cache_s = time.perf_counter() - start
-    train_s = train(model, args.epochs)
+    train_s = fit_prepared(model, args.epochs)
 
     # training side: the thresholds of every candidate come from these regions only
     found_train = model.discover(n_images=len(train_rows))
