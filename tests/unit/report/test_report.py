@@ -82,7 +82,7 @@ def test_report_is_self_contained_with_a_section_per_class(report_data, tmp_path
     assert len(sources) == 4 * 3 + 4  # three thumbnails per image, four figures
     assert all(src.startswith("data:image/") for src in sources)
     assert html.count("<img") == len(sources)
-    for external in ('src="http', 'src="file', "href=\"http", "<link", "<script", "url("):
+    for external in ('src="http', 'src="file', 'href="http', "<link", "<script", "url("):
         assert external not in html
 
 
