@@ -82,11 +82,23 @@ def offline_env() -> dict[str, str]:
     return os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": python_path}
 
 
-def train_with_anomalib_cli(workdir: Path, timeout: float = 300) -> AnomalibCliRun:
-    """Run ``anomalib train`` with Patchcore on a small ``SyntheticDefects`` set in ``workdir``.
+PATCHCORE_ARGS = (
+    "--model=Patchcore",
+    f"--model.backbone={BACKBONE}",
+    f"--model.layers={LAYERS}",
+    "--model.coreset_sampling_ratio=0.01",
+)
+
+
+def train_with_anomalib_cli(
+    workdir: Path, model_args: tuple[str, ...] = PATCHCORE_ARGS, model_name: str = "Patchcore", timeout: float = 300
+) -> AnomalibCliRun:
+    """Run ``anomalib train`` on a small ``SyntheticDefects`` set in ``workdir``.
 
     Args:
         workdir: the working directory (relative paths of the run resolve there).
+        model_args: the ``--model`` arguments (Patchcore by default).
+        model_name: the model's class name, the folder anomalib writes its results to.
         timeout: seconds before the run is killed.
 
     Returns:
@@ -96,10 +108,7 @@ def train_with_anomalib_cli(workdir: Path, timeout: float = 300) -> AnomalibCliR
     command = [
         *anomalib_command(),
         "train",
-        "--model=Patchcore",
-        f"--model.backbone={BACKBONE}",
-        f"--model.layers={LAYERS}",
-        "--model.coreset_sampling_ratio=0.01",
+        *model_args,
         "--data=anomalib_ncd.data.SyntheticDefects",
         f"--data.root={dataset_root.relative_to(workdir)}",
         *(f"--data.{key}={value}" for key, value in SYNTHETIC_ARGS.items()),
@@ -116,11 +125,11 @@ def train_with_anomalib_cli(workdir: Path, timeout: float = 300) -> AnomalibCliR
         command, capture_output=True, text=True, timeout=timeout, check=False, cwd=workdir, env=offline_env()
     )
     seconds = time.perf_counter() - start
-    print(f"anomalib train (Patchcore, {DATASET_NAME}/{CATEGORY}): {seconds:.1f} s, rc {result.returncode}")
+    print(f"anomalib train ({model_name}, {DATASET_NAME}/{CATEGORY}): {seconds:.1f} s, rc {result.returncode}")
     return AnomalibCliRun(
         workdir=workdir,
         dataset_root=dataset_root,
-        checkpoint=anomalib_checkpoint_path(workdir / "results"),
+        checkpoint=anomalib_checkpoint_path(workdir / "results", model=model_name),
         result=result,
         seconds=seconds,
     )
@@ -225,3 +234,58 @@ def test_engine_predict_with_an_attached_detector(anomalib_cli_run: AnomalibCliR
     classes = [int(c) for batch in batches for c in batch.pred_class]
     assert len(classes) == 4
     assert all(0 <= c < model.n_classes for c in classes)
+
+
+PRN_ARGS = (
+    "--model=anomalib_ncd.models.Prn",
+    f"--model.backbone={BACKBONE}",
+    "--model.input_size=64",
+    "--model.epochs=1",
+)
+
+
+@pytest.fixture(scope="module")
+def prn_cli_run(tmp_path_factory: pytest.TempPathFactory) -> AnomalibCliRun:
+    try:
+        packaged_weights_file(BACKBONE)
+    except WeightsNotFoundError as error:
+        pytest.skip(f"offline ImageNet MobileNetV2 weights not installed: {error}")
+    return train_with_anomalib_cli(tmp_path_factory.mktemp("anomalib_cli_prn"), model_args=PRN_ARGS, model_name="Prn")
+
+
+def test_anomalib_train_runs_prn_from_its_class_path(prn_cli_run: AnomalibCliRun) -> None:
+    """``anomalib train --model anomalib_ncd.models.Prn``: the plugin's detector in anomalib's own CLI."""
+    from anomalib_ncd.maps.from_anomalib import load_anomalib_model
+    from anomalib_ncd.models import Prn
+
+    output = prn_cli_run.result.stdout + prn_cli_run.result.stderr
+    assert prn_cli_run.result.returncode == 0, output[-4000:]
+    assert prn_cli_run.checkpoint.is_file(), sorted(str(p) for p in (prn_cli_run.workdir / "results").rglob("*.ckpt"))
+    model = load_anomalib_model(prn_cli_run.checkpoint)  # class taken from results/Prn/...
+    assert isinstance(model, Prn)
+    assert all(prototypes.shape[0] >= 1 for prototypes in model.model.prototypes)
+
+
+def test_discover_with_the_prn_checkpoint(prn_cli_run: AnomalibCliRun, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from anomalib_ncd.cli import main
+
+    if not prn_cli_run.checkpoint.is_file():
+        pytest.fail(f"no checkpoint: {prn_cli_run.result.stderr[-2000:]}")
+    code = main(
+        [
+            "discover",
+            f"--data={prn_cli_run.dataset_root / CATEGORY}",
+            f"--detector.checkpoint={prn_cli_run.checkpoint}",
+            "--n_novel_classes=5",
+            f"--backbone={BACKBONE}",
+            "--training.epochs=2",
+            "--views.n_views=2",
+            f"--output={tmp_path}",
+        ]
+    )
+    assert code == 0
+    assignments = pd.read_csv(tmp_path / "NCD" / "synthetic" / CATEGORY / "latest" / "assignments.csv")
+    assert len(assignments) == 4 + 4 * 4
+    assert assignments["anomaly_score"].notna().all()  # PRN's own image scores
