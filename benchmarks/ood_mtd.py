@@ -14,9 +14,10 @@ Protocol, for each of MTD's 5 defect types (Blowhole, Break, Crack, Fray, Uneven
 * prediction (:meth:`~anomalib_ncd.AnomalyNCD.classify_images`) runs on the 30 % seen parts (images
   the model never saw) and on every image of the left-out type.
 
-Reported per left-out type, for each candidate unknown score (``vmf``, the model's default, ``energy``
-and ``msp``, :mod:`anomalib_ncd.discovery.novelty`; ``knn``, the cosine distance to the 5th nearest
-training region, as a non-parametric reference the model does not offer):
+Reported per left-out type, for each candidate unknown score (the model's own: ``vmf``, the default,
+``energy``, ``msp`` and ``knn``, :mod:`anomalib_ncd.discovery.novelty`; as references the model does
+not offer: ``vmf_class``, the best cosine standardised per class, and ``knn_learned``, the cosine
+distance to the 5th nearest training region in the *learned* feature space):
 
 * AUROC of the unknown score, left-out type (positive) against seen types (negative), at image level
   (fused score, images where the detector found a region; ``all``: every image, nothing-found ones
@@ -52,7 +53,14 @@ from sklearn.metrics import roc_auc_score
 
 from anomalib_ncd.data import load_mtd
 from anomalib_ncd.discovery.lightning_model import AnomalyNCD
-from anomalib_ncd.discovery.novelty import SCORES, calibrate, fused_image_scores, unknown_scores
+from anomalib_ncd.discovery.novelty import (
+    PROTOTYPE_SCORES,
+    anomaly_pooled,
+    calibrate,
+    fused_image_scores,
+    knn_scores,
+    unknown_scores,
+)
 from anomalib_ncd.evaluation import clustering_report
 from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.maps.folder import load_map_folder
@@ -66,7 +74,7 @@ DEFECT_TYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 NORMAL_TYPE = "Free"
 CPU_BACKBONE = "mobilenetv2_100.tv_in1k"
 KNN_K = 5
-CANDIDATES = (*SCORES, "vmf_class", "knn")
+CANDIDATES = (*PROTOTYPE_SCORES, "knn", "vmf_class", "knn_learned")
 
 
 def physical_groups(image_paths: list[str], types: np.ndarray, max_gap: int = 1000) -> np.ndarray:
@@ -107,15 +115,6 @@ def seeded_split(types: np.ndarray, groups: np.ndarray, fraction: float, seed: i
     return train
 
 
-def knn_scores(features: np.ndarray, reference: np.ndarray, k: int = KNN_K) -> np.ndarray:
-    """Cosine distance of each feature to its ``k``-th nearest reference feature (Sun et al., 2022)."""
-    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    bank = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-12)
-    similarity = unit @ bank.T
-    k = min(k, bank.shape[0])
-    return (1.0 - np.sort(similarity, axis=1)[:, -k]).astype(np.float32)
-
-
 def best_head_cosines(model: AnomalyNCD, features: np.ndarray) -> np.ndarray:
     """``(R, K)`` cosines of features to the prototypes of the model's best head."""
     with torch.no_grad():
@@ -138,19 +137,28 @@ def class_statistics(cosines: np.ndarray, whole: np.ndarray) -> np.ndarray:
 
 
 def candidate_scores(
-    model: AnomalyNCD, features: np.ndarray, reference: np.ndarray, stats: np.ndarray, own: bool
+    model: AnomalyNCD,
+    features: np.ndarray,
+    descriptors: torch.Tensor,
+    reference: tuple[np.ndarray, torch.Tensor],
+    stats: np.ndarray,
+    own: bool,
 ) -> dict[str, Any]:
-    """Every candidate's region scores; ``own``: the features are the reference (a region is not its neighbour).
+    """Every candidate's region scores.
 
+    ``reference`` holds the training regions' learned features (all of them) and frozen descriptors
+    (found regions only, as the model's bank); ``own``: the regions are those training regions (a
+    region is not its own neighbour).
     ``vmf_class`` is the best cosine standardised by its nearest class's training statistics ``stats``
     (a concentration per class instead of the shared ``kappa``).
     """
     cosines = best_head_cosines(model, features)
     temperature = model.loss_weights.student_temperature
-    scores = {name: unknown_scores(cosines, name, temperature) for name in SCORES}
+    scores = {name: unknown_scores(cosines, name, temperature) for name in PROTOTYPE_SCORES}
+    scores["knn"] = knn_scores(descriptors, reference[1], model.novelty_settings.k, skip_self=own)
     nearest = cosines.argmax(1)
     scores["vmf_class"] = (-(cosines.max(1) - stats[nearest, 0]) / stats[nearest, 1]).astype(np.float32)
-    scores["knn"] = knn_scores(features, reference, KNN_K + 1 if own else KNN_K)
+    scores["knn_learned"] = knn_scores(torch.from_numpy(features), torch.from_numpy(reference[0]), KNN_K, own)
     return scores
 
 
@@ -176,7 +184,7 @@ def run_fold(held_out: str, maps: AnomalyMapSet, is_train: np.ndarray, args: arg
         backbone=CPU_BACKBONE,
         views={"n_views": args.n_views},
         training={"epochs": args.epochs},
-        novelty={"quantile": args.quantile},
+        novelty={"quantile": args.quantile, "score": args.score},
         seed=args.seed,
     )
     model.prepare(regions, progress=lambda _: None)
@@ -193,7 +201,9 @@ def run_fold(held_out: str, maps: AnomalyMapSet, is_train: np.ndarray, args: arg
     index_train = cache.image_index[:end].numpy()
     train_features = found_train.features
     stats = class_statistics(best_head_cosines(model, train_features), whole_train)
-    train_scores = candidate_scores(model, train_features, train_features, stats, own=True)
+    train_descriptors = anomaly_pooled(cache.tokens[:end, 0], cache.anomaly[:end, 0])
+    reference = (train_features, train_descriptors[~torch.from_numpy(whole_train)])
+    train_scores = candidate_scores(model, train_features, train_descriptors, reference, stats, own=True)
     thresholds = {
         name: calibrate(values, whole_train, areas_train, index_train, model.fusion_temperature, args.quantile)
         for name, values in train_scores.items()
@@ -212,7 +222,8 @@ def run_fold(held_out: str, maps: AnomalyMapSet, is_train: np.ndarray, args: arg
     areas = np.array([region.area for region in found.regions], dtype=float)
     has_region = np.bincount(image_index[~whole], minlength=len(test_rows)) > 0
     region_positive = positive[image_index[~whole]]
-    scores = candidate_scores(model, found.region_features, train_features, stats, own=False)
+    test_descriptors = torch.from_numpy(found.region_descriptors)
+    scores = candidate_scores(model, found.region_features, test_descriptors, reference, stats, own=False)
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(  # everything needed to score the fold again without training
         args.out / f"fold_{held_out}.npz",
@@ -337,6 +348,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--n-views", type=int, default=4, help="augmented views cached per region")
     parser.add_argument("--quantile", type=float, default=0.05, help="false-rejection rate on training regions")
+    parser.add_argument("--score", default="vmf", help="the model's own unknown score (its decisions are checked)")
     parser.add_argument("--train-fraction", type=float, default=0.7)
     parser.add_argument("--split", choices=("group", "image"), default="group", help="split by physical defect")
     parser.add_argument("--types", default=",".join(DEFECT_TYPES), help="comma-separated types to leave out")

@@ -20,6 +20,8 @@ class ImageClassification:
         regions: every region, grouped by image (``region.image_index`` is the image's position).
         region_probabilities: ``(R, K)`` class probabilities of each region.
         region_features: ``(R, D)`` the regions' CLS features (for embeddings in reports).
+        region_descriptors: ``(R, C)`` the regions' anomaly-pooled frozen descriptors (the ``"knn"``
+            unknown score's space), when computed.
         region_unknown_score: ``(R,)`` unknown score of each region (higher: fits the classes less;
             ``NaN`` for whole-image regions), see :mod:`~anomalib_ncd.discovery.novelty`.
         region_is_unknown: ``(R,)`` whether each region fits no class (its class stays the nearest).
@@ -36,6 +38,7 @@ class ImageClassification:
     regions: list[Region]
     region_probabilities: np.ndarray
     region_features: np.ndarray
+    region_descriptors: np.ndarray | None = None
     region_unknown_score: np.ndarray | None = None
     region_is_unknown: np.ndarray | None = None
     unknown_score: np.ndarray | None = None

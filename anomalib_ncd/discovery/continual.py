@@ -8,6 +8,12 @@ new-kind regions are clustered (spherical k-means; their number estimated like `
 auto`` unless given) and each cluster's mean direction becomes a new prototype in every head.
 Regions that fit an old class (typicality at or above the threshold) may only take old classes, so
 an appended prototype never takes over a kind the model already knew; images are then fused as usual.
+
+Unknown rejection (:mod:`~anomalib_ncd.discovery.novelty`) is not carried into the extended model:
+its thresholds were calibrated on the training regions of the old classes, and the appended
+prototypes have no training regions of their own, so the extended model's thresholds are left
+uncalibrated (``NaN``: it rejects nothing) rather than set to values that would call the new kinds
+unknown. Retrain (``discover``) on the whole set to get calibrated rejection back.
 """
 
 from __future__ import annotations

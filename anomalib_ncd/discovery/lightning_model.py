@@ -37,7 +37,15 @@ from anomalib_ncd.discovery.guidance import GuidanceSettings
 from anomalib_ncd.discovery.heads import init_prototypes
 from anomalib_ncd.discovery.losses import DiscoveryLoss, LossWeights, teacher_temperature_schedule
 from anomalib_ncd.discovery.network import DiscoveryNetwork
-from anomalib_ncd.discovery.novelty import NoveltySettings, UnknownVerdict, calibrate, judge, unknown_scores
+from anomalib_ncd.discovery.novelty import (
+    NoveltySettings,
+    UnknownVerdict,
+    anomaly_pooled,
+    calibrate,
+    judge,
+    knn_scores,
+    unknown_scores,
+)
 from anomalib_ncd.discovery.training_data import ViewPairDataset, balanced_sampler
 from anomalib_ncd.discovery.view_cache import RegionLike, ViewCache, build_view_cache, has_object_masks, region_view
 from anomalib_ncd.discovery.views import ViewMaker, ViewSettings
@@ -253,6 +261,8 @@ class AnomalyNCD(AnomalibModule):
         # unknown-score thresholds (region, image) from the training regions; NaN until calibrated
         self.register_buffer("unknown_threshold", torch.tensor(float("nan")))
         self.register_buffer("unknown_image_threshold", torch.tensor(float("nan")))
+        # descriptors of the training regions for the "knn" score (empty for the prototype scores)
+        self.register_buffer("novelty_bank", torch.zeros(0, 0))
         self._teacher_temperatures = teacher_temperature_schedule(
             self.training_settings.epochs,
             min(self.training_settings.warmup_teacher_epochs, self.training_settings.epochs),
@@ -520,18 +530,47 @@ class AnomalyNCD(AnomalibModule):
         return torch.cat(chunks)
 
     @torch.no_grad()
-    def score_unknown(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Unknown score of features under the best head (higher: fits the classes less).
+    def score_unknown(
+        self,
+        features: torch.Tensor | np.ndarray,
+        descriptors: torch.Tensor | None = None,
+        in_bank: bool = False,
+    ) -> np.ndarray:
+        """Unknown score of regions (higher: fits the classes less).
 
         Args:
-            features: ``(R, D)`` CLS features.
+            features: ``(R, D)`` CLS features (the prototype scores use them).
+            descriptors: ``(R, C)`` anomaly-pooled frozen descriptors (the ``"knn"`` score uses them).
+            in_bank: the regions are the training regions held in the bank (each skips itself).
 
         Returns:
             ``(R,)`` scores of the configured kind (:mod:`~anomalib_ncd.discovery.novelty`).
+
+        Raises:
+            ValueError: for the ``"knn"`` score without descriptors.
         """
+        if self.novelty_settings.score == "knn":
+            if descriptors is None:
+                msg = "the knn unknown score needs the regions' descriptors"
+                raise ValueError(msg)
+            return knn_scores(descriptors, self.novelty_bank, self.novelty_settings.k, skip_self=in_bank)
         features = torch.as_tensor(features, dtype=torch.float32).to(self.device)
         cosines = self.model.heads(features)[int(self.best_head)]
         return unknown_scores(cosines, self.novelty_settings.score, self.loss_weights.student_temperature)
+
+    def _cached_descriptors(self, end: int) -> torch.Tensor:
+        """Anomaly-pooled frozen descriptors of the plain view of the first ``end`` cached regions."""
+        assert self.cache is not None
+        return anomaly_pooled(self.cache.tokens[:end, 0], self.cache.anomaly[:end, 0])
+
+    def extend_novelty_bank(self, descriptors: torch.Tensor | np.ndarray) -> None:
+        """Add regions to the ones the ``"knn"`` score compares with (e.g. a batch taken by continual discovery).
+
+        Args:
+            descriptors: ``(R, C)`` descriptors of regions where something was found.
+        """
+        new = torch.as_tensor(descriptors, dtype=torch.float32).to(self.novelty_bank.device)
+        self.novelty_bank = new if self.novelty_bank.numel() == 0 else torch.cat([self.novelty_bank, new])
 
     @torch.no_grad()
     def calibrate_novelty(self) -> tuple[float, float]:
@@ -546,8 +585,14 @@ class AnomalyNCD(AnomalibModule):
         features = self._plain_features(unlabeled_only=True)
         assert self.cache is not None
         end = self.n_unlabeled
+        descriptors = None
+        if self.novelty_settings.score == "knn":
+            # every prepared region where something was found, labeled known-class ones included
+            every = self._cached_descriptors(len(self.cache))
+            self.novelty_bank = every[~self.cache.whole_image.bool()].to(self.novelty_bank.device)
+            descriptors = every[:end]
         region, image = calibrate(
-            self.score_unknown(features),
+            self.score_unknown(features, descriptors, in_bank=True),
             self.cache.whole_image[:end].numpy(),
             self.cache.areas[:end].numpy(),
             self.cache.image_index[:end].numpy(),
@@ -565,11 +610,13 @@ class AnomalyNCD(AnomalibModule):
         areas: np.ndarray,
         image_index: np.ndarray,
         n_images: int,
+        descriptors: torch.Tensor | None = None,
+        in_bank: bool = False,
     ) -> UnknownVerdict:
         """Unknown scores and decisions of regions and their images at the calibrated thresholds."""
         thresholds = (float(self.unknown_threshold), float(self.unknown_image_threshold))
         return judge(
-            self.score_unknown(features),
+            self.score_unknown(features, descriptors, in_bank),
             whole_image,
             areas,
             image_index,
@@ -606,7 +653,8 @@ class AnomalyNCD(AnomalibModule):
         n_images = int(image_index.max()) + 1 if n_images is None else n_images
         fused = fuse_regions(probabilities, areas, image_index, n_images, self.fusion_temperature)
         whole_image = self.cache.whole_image[: self.n_unlabeled].numpy()
-        verdict = self._verdict(features, whole_image, areas, image_index, n_images)
+        descriptors = self._cached_descriptors(self.n_unlabeled) if self.novelty_settings.score == "knn" else None
+        verdict = self._verdict(features, whole_image, areas, image_index, n_images, descriptors, in_bank=True)
         return DiscoveryResult(
             region_probabilities=probabilities,
             region_classes=probabilities.argmax(1),
@@ -644,14 +692,14 @@ class AnomalyNCD(AnomalibModule):
     @torch.no_grad()
     def _classify(
         self, regions: Sequence[RegionLike], batch_size: int = 32, progress: Callable[[int], None] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities and CLS features of regions of new images."""
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """Probabilities, CLS features and anomaly-pooled frozen descriptors of regions of new images."""
         maker = ViewMaker(self.view_settings, seed=self.seed)
         backbone = self.model.backbone
         with_object = has_object_masks(regions)
         was_training = self.model.training
         self.model.eval()
-        features = []
+        features, descriptors = [], []
         for start in range(0, len(regions), batch_size):
             chunk = regions[start : start + batch_size]
             views = [
@@ -663,12 +711,13 @@ class AnomalyNCD(AnomalibModule):
             on_object = torch.stack([view[2] for view in views]).to(self.device) if with_object else None
             tokens = backbone.frozen(images, anomaly, on_object)
             features.append(self.model.embed(tokens, anomaly, on_object).float().cpu())
+            descriptors.append(anomaly_pooled(tokens, anomaly).cpu())
             if progress is not None:
                 progress(len(chunk))
         self.model.train(was_training)
         whole_image = torch.tensor([bool(region.whole_image) for region in regions])
         all_features = torch.cat(features)
-        return self._probabilities(all_features, whole_image), all_features.numpy()
+        return self._probabilities(all_features, whole_image), all_features.numpy(), torch.cat(descriptors)
 
     def classify_images(
         self,
@@ -721,12 +770,12 @@ class AnomalyNCD(AnomalibModule):
                 )
                 advance(1)
         with progress_bar("Classifying regions", len(regions), silent) as advance:
-            probabilities, features = self._classify(regions, batch_size, advance)
+            probabilities, features, descriptors = self._classify(regions, batch_size, advance)
         image_index = np.array([region.image_index for region in regions])
         areas = np.array([region.area for region in regions], dtype=float)
         fused = fuse_regions(probabilities, areas, image_index, len(images), self.fusion_temperature)
         whole_image = np.array([region.whole_image for region in regions], dtype=bool)
-        verdict = self._verdict(features, whole_image, areas, image_index, len(images))
+        verdict = self._verdict(features, whole_image, areas, image_index, len(images), descriptors)
         return ImageClassification(
             classes=fused.argmax(1),
             confidence=fused.max(1),
@@ -734,6 +783,7 @@ class AnomalyNCD(AnomalibModule):
             regions=regions,
             region_probabilities=probabilities,
             region_features=features,
+            region_descriptors=descriptors.numpy(),
             region_unknown_score=verdict.region_scores,
             region_is_unknown=verdict.region_unknown,
             unknown_score=verdict.image_scores,
@@ -806,6 +856,13 @@ class AnomalyNCD(AnomalibModule):
             params = {key: value for key, value in vars(self.mebin).items() if not key.endswith("_")}
             params = {key: value for key, value in params.items() if not key.startswith("_")}
             checkpoint["anomaly_ncd_mebin"] = {"params": params, "range": [self.mebin.min_th_, self.mebin.max_th_]}
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Take the checkpoint's novelty bank at its size; a checkpoint without one loads with none."""
+        key = prefix + "novelty_bank"
+        bank = state_dict.setdefault(key, torch.zeros(0, 0))
+        self.novelty_bank = torch.empty_like(bank, device=self.novelty_bank.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore MEBin's fitted range; checkpoints from before unknown rejection load uncalibrated."""

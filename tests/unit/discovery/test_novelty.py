@@ -15,7 +15,7 @@ from anomalib_ncd.discovery.classification import ImageClassification
 from anomalib_ncd.discovery.heads import PrototypeHeads
 from anomalib_ncd.discovery.lightning_model import AnomalyNCD
 from anomalib_ncd.discovery.novelty import (
-    SCORES,
+    PROTOTYPE_SCORES,
     UNKNOWN,
     NoveltySettings,
     calibrate,
@@ -41,7 +41,7 @@ def hand_made_heads() -> PrototypeHeads:
     return heads
 
 
-@pytest.mark.parametrize("score", SCORES)
+@pytest.mark.parametrize("score", PROTOTYPE_SCORES)
 def test_a_prototype_is_most_typical_and_an_orthogonal_feature_unknown(score):
     heads = hand_made_heads()
     features = torch.tensor(
@@ -240,7 +240,7 @@ def test_the_checkpoint_written_in_training_holds_the_thresholds(scene):
     state = torch.load(scene["root"] / "ckpt" / "model.ckpt", map_location="cpu", weights_only=False)
     assert float(state["state_dict"]["unknown_threshold"]) == float(model.unknown_threshold)
     assert float(state["state_dict"]["unknown_image_threshold"]) == float(model.unknown_image_threshold)
-    assert state["hyper_parameters"]["novelty"] == {"enabled": True, "score": "vmf", "quantile": 0.5}
+    assert state["hyper_parameters"]["novelty"] == {"enabled": True, "score": "vmf", "quantile": 0.5, "k": 5}
 
 
 def test_checkpoint_round_trip_keeps_the_thresholds(scene, tmp_path):
