@@ -331,3 +331,22 @@ def test_grounded_sam_without_weights_fails_before_a_run_folder(dataset_with_map
     error = one_line_error(capsys)
     assert "sam_checkpoint" in error
     assert not (tmp_path / "o" / "NCD").exists()
+
+
+def test_knn_unknown_score_from_the_command_line(dataset_with_maps, tmp_path):
+    """`--novelty.score knn`: the bank is in the checkpoint, `predict` rejects with it, the tables say so."""
+    data, maps, _ = dataset_with_maps
+    args = [*discover_args(data, maps, tmp_path / "out"), "--novelty.score", "knn", "--novelty.quantile", "0.3"]
+    assert main(args) == 0
+    run = tmp_path / "out" / "NCD" / "data" / "brick" / "latest"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["settings"]["novelty"]["score"] == "knn"
+    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=False, map_location="cpu")
+    bank = checkpoint["state_dict"]["novelty_bank"]
+    assignments = pd.read_csv(run / "assignments.csv")
+    assert bank.shape[0] == sum(len(boxes) for boxes in assignments["region_boxes"].map(json.loads) if boxes)
+    assert assignments["unknown"].any()  # 30 % of the training images lie above the image threshold
+    assert main(["predict", "--run", str(run), "--images", str(data / "test"), "--maps", str(maps)]) == 0
+    predictions = pd.read_csv(run / "predictions" / "v0" / "predictions.csv")
+    merged = predictions.merge(assignments, on="image_path", suffixes=("_new", "_fit"))
+    assert (merged["unknown_new"] == merged["unknown_fit"]).mean() >= 0.9  # the same images, the same verdicts
