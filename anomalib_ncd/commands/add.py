@@ -31,6 +31,7 @@ from anomalib_ncd.results import mark_latest, next_version_dir, read_run_state, 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from anomalib_ncd.discovery.classification import ImageClassification
     from anomalib_ncd.discovery.continual import ContinualUpdate
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
     from anomalib_ncd.maps.map_set import AnomalyMapSet
@@ -92,13 +93,13 @@ def add(
 
     model = AnomalyNCD.load_from_checkpoint(str(run_dir / CHECKPOINT), map_location="cpu", weights_only=False)
     earlier = load_map_folder(run_dir / MAPS_FOLDER)
-    earlier_features = _region_features(model, earlier)
+    earlier_regions = _earlier_regions(model, earlier)
     batch_images = [read_set_image(batch_maps, index) for index in range(len(batch_maps))]
     update = add_batch(
         model,
         batch_images,
         batch_maps.maps,
-        earlier_features,
+        earlier_regions,
         quantile=quantile,
         n_new_classes=None if n_new_classes == "auto" else n_new_classes,
         min_new_regions=min_new_regions,
@@ -148,12 +149,12 @@ def add(
     return new_run
 
 
-def _region_features(model: AnomalyNCD, map_set: AnomalyMapSet) -> np.ndarray:
-    """Features of the regions of the earlier images, cut as at discovery (the model's MEBin range)."""
+def _earlier_regions(model: AnomalyNCD, map_set: AnomalyMapSet) -> ImageClassification:
+    """The regions of the earlier images, cut as at discovery (the model's MEBin range), classified."""
     from anomalib_ncd.regions.extract import read_set_image
 
     pixels = [read_set_image(map_set, index) for index in range(len(map_set))]
-    return model.classify_images(pixels, map_set.maps, progress=True).region_features
+    return model.classify_images(pixels, map_set.maps, progress=True)
 
 
 def _concatenated(first: AnomalyMapSet, second: AnomalyMapSet) -> AnomalyMapSet:

@@ -9,11 +9,12 @@ auto`` unless given) and each cluster's mean direction becomes a new prototype i
 Regions that fit an old class (typicality at or above the threshold) may only take old classes, so
 an appended prototype never takes over a kind the model already knew; images are then fused as usual.
 
-Unknown rejection (:mod:`~anomalib_ncd.discovery.novelty`) is not carried into the extended model:
-its thresholds were calibrated on the training regions of the old classes, and the appended
-prototypes have no training regions of their own, so the extended model's thresholds are left
-uncalibrated (``NaN``: it rejects nothing) rather than set to values that would call the new kinds
-unknown. Retrain (``discover``) on the whole set to get calibrated rejection back.
+Unknown rejection (:mod:`~anomalib_ncd.discovery.novelty`) is recalibrated for the extended model,
+on the earlier regions and the batch's together: the set its classes now come from, so the same
+false-rejection rate holds (the old thresholds would call the new kinds unknown, as their
+prototypes had no training). For the ``"knn"`` score the batch's regions join the bank. This needs
+the earlier regions' images and areas (an :class:`ImageClassification` of them); given only their
+features, the extended model is left uncalibrated (``NaN``: it rejects nothing).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sklearn.cluster import KMeans
 from anomalib_ncd.discovery.class_count import ClassCountSettings, estimate_class_count
 from anomalib_ncd.discovery.classification import ImageClassification
 from anomalib_ncd.discovery.fusion import fuse_regions
+from anomalib_ncd.discovery.novelty import calibrate
 
 if TYPE_CHECKING:
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
@@ -74,7 +76,7 @@ def add_batch(
     model: AnomalyNCD,
     images: Sequence[np.ndarray],
     anomaly_maps: Sequence[np.ndarray],
-    training_features: np.ndarray,
+    training: ImageClassification | np.ndarray,
     quantile: float = 0.05,
     n_new_classes: int | None = None,
     class_count: ClassCountSettings | None = None,
@@ -86,8 +88,11 @@ def add_batch(
         model: the trained model (not modified).
         images: the new images' pixels.
         anomaly_maps: their raw maps (same detector).
-        training_features: ``(R, D)`` features of the regions the model was trained on (e.g.
-            :meth:`AnomalyNCD.region_features`), which set the new-kind threshold.
+        training: the regions the model was trained on, classified (e.g. ``DefectDiscovery``'s
+            ``classification_``, or :meth:`AnomalyNCD.classify_images` of the earlier images): their
+            features set the new-kind threshold, and with their images and areas the extended model's
+            unknown rejection is recalibrated; or only their ``(R, D)`` features (e.g.
+            :meth:`AnomalyNCD.region_features`), which leaves the extended model uncalibrated.
         quantile: fraction of training regions that would count as new-kind (false-alarm rate).
         n_new_classes: how many classes to append; ``None`` estimates it from the new-kind regions.
         class_count: candidate range for the estimate.
@@ -99,6 +104,8 @@ def add_batch(
     if not 0 < quantile < 1:
         msg = f"quantile must lie in (0, 1), got {quantile}"
         raise ValueError(msg)
+    earlier = training if isinstance(training, ImageClassification) else None
+    training_features = training.region_features if earlier is not None else np.asarray(training)
     threshold = float(np.quantile(typicality(model, training_features), quantile))
     found = model.classify_images(images, anomaly_maps)
     scores = typicality(model, found.region_features)
@@ -114,6 +121,8 @@ def add_batch(
         n_new_classes = 1 if too_few else estimate_class_count(features, settings).n_classes
     directions = _mean_directions(features, n_new_classes, model.seed)
     extended = _append_prototypes(model, directions)
+    if earlier is not None:
+        recalibrate_rejection(extended, earlier, found)
     new_classes = list(range(model.n_classes, extended.n_classes))
     classification = classify_keeping_old_ids(extended, model, threshold, images, anomaly_maps)
     return ContinualUpdate(extended, classification, new_classes, new_kind, scores, threshold)
@@ -153,7 +162,47 @@ def classify_keeping_old_ids(
         regions=found.regions,
         region_probabilities=probabilities,
         region_features=found.region_features,
+        # the unknown verdict does not depend on the class probabilities: the extended model's stands
+        region_descriptors=found.region_descriptors,
+        region_unknown_score=found.region_unknown_score,
+        region_is_unknown=found.region_is_unknown,
+        unknown_score=found.unknown_score,
+        is_unknown=found.is_unknown,
     )
+
+
+def recalibrate_rejection(extended: AnomalyNCD, earlier: ImageClassification, batch: ImageClassification) -> None:
+    """Calibrate the extended model's unknown thresholds on the earlier and the batch's regions together.
+
+    Args:
+        extended: the model with appended classes (its thresholds and, for ``"knn"``, bank are set).
+        earlier: the regions the model was trained on, classified.
+        batch: the new batch's regions, classified by the model before the update (the features
+            are the same for the extended model: only the heads changed).
+    """
+    both = [earlier, batch]
+    whole = np.concatenate([[region.whole_image for region in part.regions] for part in both]).astype(bool)
+    areas = np.concatenate([[region.area for region in part.regions] for part in both]).astype(float)
+    # the batch's images follow the earlier ones
+    image_index = np.concatenate(
+        [
+            np.array([region.image_index for region in earlier.regions], dtype=np.int64),
+            np.array([region.image_index for region in batch.regions], dtype=np.int64) + len(earlier.classes),
+        ]
+    )
+    features = np.concatenate([part.region_features for part in both])
+    descriptors = None
+    if extended.novelty_settings.score == "knn":
+        if earlier.region_descriptors is None or batch.region_descriptors is None:
+            return  # no descriptors to build the bank from: stay uncalibrated
+        descriptors = torch.from_numpy(np.concatenate([part.region_descriptors for part in both]))
+        extended.novelty_bank = descriptors[torch.from_numpy(~whole)].to(extended.novelty_bank.device)
+    scores = extended.score_unknown(features, descriptors, in_bank=True)
+    region_threshold, image_threshold = calibrate(
+        scores, whole, areas, image_index, extended.fusion_temperature, extended.novelty_settings.quantile
+    )
+    extended.unknown_threshold.fill_(region_threshold)
+    extended.unknown_image_threshold.fill_(image_threshold)
 
 
 def _mean_directions(features: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:

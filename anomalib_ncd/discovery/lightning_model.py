@@ -634,6 +634,14 @@ class AnomalyNCD(AnomalibModule):
         """
         return self._plain_features(unlabeled_only=True).numpy()
 
+    def region_descriptors(self) -> np.ndarray:
+        """Anomaly-pooled frozen descriptors of every unlabeled region the model was prepared with.
+
+        Returns:
+            ``(R, C)`` descriptors (the ``"knn"`` unknown score's space).
+        """
+        return self._cached_descriptors(self.n_unlabeled).numpy()
+
     @torch.no_grad()
     def discover(self, n_images: int | None = None) -> DiscoveryResult:
         """Classes of the unlabeled regions the model was prepared with, and of their images.

@@ -87,6 +87,9 @@ SCORES: tuple[str, ...] = get_args(ScoreName)
 PROTOTYPE_SCORES: tuple[str, ...] = ("vmf", "energy", "msp")
 """The scores :func:`unknown_scores` computes from prototype cosines (``"knn"`` uses :func:`knn_scores`)."""
 
+ROUNDING = 1e-5
+"""Relative margin above a threshold before a score counts as above it (float32 recomputation noise)."""
+
 UNKNOWN = "unknown"
 """The ``class_name`` of unknown images and regions in result tables (``pred_class`` keeps the nearest class)."""
 
@@ -308,7 +311,9 @@ def judge(
     scores = np.asarray(region_scores, dtype=np.float32).copy()
     scores[np.asarray(whole_image, dtype=bool)] = np.nan
     image_scores = fused_image_scores(scores, areas, image_index, n_images, fusion_temperature)
-    region_threshold, image_threshold = thresholds
+    # the thresholds are training scores themselves: the same region computed again on another path
+    # (batched differently, on another device) may land a rounding error above its own threshold
+    region_threshold, image_threshold = (value + ROUNDING * max(1.0, abs(value)) for value in thresholds)
     # a comparison with NaN is False: unscored regions and uncalibrated models reject nothing
     with np.errstate(invalid="ignore"):
         region_unknown = (scores > region_threshold) & enabled

@@ -190,6 +190,7 @@ class DefectDiscovery:
             regions=list(regions),
             region_probabilities=found.region_probabilities,
             region_features=found.features,
+            region_descriptors=self.model.region_descriptors(),
             region_unknown_score=found.region_unknown_score,
             region_is_unknown=found.region_is_unknown,
             unknown_score=found.image_unknown_score,
@@ -244,9 +245,7 @@ class DefectDiscovery:
 
         map_set = as_map_set(maps)
         images = [read_set_image(map_set, index) for index in range(len(map_set))]
-        update = add_batch(
-            self.model, images, map_set.maps, self.classification_.region_features, quantile, n_new_classes
-        )
+        update = add_batch(self.model, images, map_set.maps, self.classification_, quantile, n_new_classes)
         self.model = update.model
         self.last_update_ = update
         return assignments_table(map_set, update.classification, self.model.class_names)

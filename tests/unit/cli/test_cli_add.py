@@ -79,6 +79,9 @@ def test_old_assignments_keep_their_ids_and_the_batch_follows(added):
     assert summary["appended_classes"] == ["novel_3", "novel_4"]
     checkpoint = torch.load(new_run / "weights" / "lightning" / "model.ckpt", weights_only=False, map_location="cpu")
     assert checkpoint["hyper_parameters"]["n_novel_classes"] == 3 + len(summary["appended_classes"])
+    # unknown rejection recalibrated on the earlier and the batch's regions together
+    assert torch.isfinite(checkpoint["state_dict"]["unknown_threshold"])
+    assert torch.isfinite(checkpoint["state_dict"]["unknown_image_threshold"])
     assert set(batch_rows["class_name"]) <= {"normal", *(f"novel_{k}" for k in range(1, 5))}
     index = pd.read_csv(new_run / "maps" / "index.csv")
     assert len(index) == len(both)

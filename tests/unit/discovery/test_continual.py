@@ -76,3 +76,55 @@ def test_quantile_is_checked(trained):
     model, images, maps = trained
     with pytest.raises(ValueError, match="quantile"):
         add_batch(model, images, maps, model.region_features(), quantile=1.5)
+
+
+def test_features_alone_leave_the_extended_model_uncalibrated(trained):
+    model, _, _ = trained
+    new_images, new_maps = striped_batch()
+    update = add_batch(model, new_images, new_maps, model.region_features(), quantile=0.5, n_new_classes=1)
+    assert np.isnan(float(update.model.unknown_threshold))
+    assert not update.classification.is_unknown.any()
+
+
+@pytest.mark.parametrize("score", ["vmf", "knn"])
+def test_rejection_is_recalibrated_on_the_earlier_and_the_new_regions(trained, score):
+    """With the earlier regions classified, the extended model's thresholds hold on both sets together."""
+    from anomalib_ncd.discovery.novelty import calibrate
+
+    model, images, maps = trained
+    if score == "knn":  # the same trained weights, judged by the frozen-space score
+        knn = make_model(epochs=2, novelty={"score": "knn", "quantile": 0.05})
+        knn.load_state_dict({k: v for k, v in model.state_dict().items() if k != "novelty_bank"})
+        knn.cache, knn.labels, knn.n_unlabeled, knn.mebin = model.cache, model.labels, model.n_unlabeled, model.mebin
+        knn.calibrate_novelty()
+        model = knn
+    earlier = model.classify_images(images, maps)
+    new_images, new_maps = striped_batch()
+    update = add_batch(model, new_images, new_maps, earlier, quantile=0.5, n_new_classes=1)
+    extended = update.model
+    assert np.isfinite(float(extended.unknown_threshold))
+    batch = update.classification
+    if score == "knn":
+        found = [part.region_descriptors[[not r.whole_image for r in part.regions]] for part in (earlier, batch)]
+        np.testing.assert_allclose(extended.novelty_bank.numpy(), np.concatenate(found), atol=1e-5)
+    # the thresholds are those of the union of earlier and new regions, at the model's quantile
+    both = earlier.regions + batch.regions
+    offset = len(earlier.classes)
+
+    def scores(part):
+        descriptors = None if score == "vmf" else torch.from_numpy(part.region_descriptors)
+        return extended.score_unknown(part.region_features, descriptors, in_bank=True)
+
+    expected = calibrate(
+        np.concatenate([scores(earlier), scores(batch)]),
+        np.array([r.whole_image for r in both]),
+        np.array([r.area for r in both], dtype=float),
+        np.array([r.image_index for r in earlier.regions] + [r.image_index + offset for r in batch.regions]),
+        extended.fusion_temperature,
+        0.05,
+    )
+    assert float(extended.unknown_threshold) == pytest.approx(expected[0], rel=1e-4)
+    assert float(extended.unknown_image_threshold) == pytest.approx(expected[1], rel=1e-4)
+    # the batch's verdict is the extended model's: at most a few of its images are rejected
+    assert batch.is_unknown is not None
+    assert batch.is_unknown.mean() <= 0.5
