@@ -7,7 +7,10 @@ Regions come from the saved detector maps of a finished ``discover`` run (``--ma
 
 Prints: how many classes were appended; the share of new-kind regions among the new types' and the
 old types' anomalous regions; whether old-type images of the batch kept the class the phase-1 model
-gave them; image-level NMI / ARI / F1 on the batch against the true types.
+gave them; image-level NMI / ARI / F1 on the batch against the true types; the share of the batch's
+old-type and new-type images marked unknown by the phase-1 model and by the extended model (whose
+rejection is recalibrated on the phase-1 and the batch's regions together; ``--score`` picks the
+unknown score).
 
 Usage:
     python benchmarks/continual_mtd.py [--mtd ../shared/datasets/mtd] [--maps results/NCD/MTD/all/latest/maps]
@@ -43,6 +46,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--n-views", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--score", default="vmf", help="the model's unknown score (vmf, energy, msp, knn)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/continual_mtd"))
     args = parser.parse_args()
     start = time.perf_counter()
@@ -63,9 +67,10 @@ def main() -> None:
     pl.seed_everything(args.seed, verbose=False)
     model = AnomalyNCD(
         n_novel_classes=len(FIRST), backbone="mobilenetv2_100.tv_in1k", views={"n_views": args.n_views},
-        training={"epochs": args.epochs}, seed=args.seed,
+        training={"epochs": args.epochs}, seed=args.seed, novelty={"score": args.score},
     )  # fmt: skip
-    model.prepare(extract_regions(maps.subset(first)), progress=lambda _: None)
+    first_maps = maps.subset(first)
+    model.prepare(extract_regions(first_maps), progress=lambda _: None)
     fit_prepared(model, args.epochs)
     phase1 = clustering_report(types[first].tolist(), model.discover(n_images=len(first)).image_classes)
     print(f"phase 1 ({', '.join(FIRST)}; {len(first)} images): {phase1}")
@@ -73,7 +78,10 @@ def main() -> None:
     batch_maps = maps.subset(batch)
     images = [read_image(path) for path in batch_maps.image_paths]
     before = model.classify_images(images, batch_maps.maps)
-    update = add_batch(model, images, batch_maps.maps, model.region_features())
+    # the phase-1 images classified: their regions set the new-kind threshold and, with the batch's,
+    # recalibrate the extended model's unknown rejection
+    earlier = model.classify_images([read_image(path) for path in first_maps.image_paths], first_maps.maps)
+    update = add_batch(model, images, batch_maps.maps, earlier)
     batch_types = types[batch]
     region_types = batch_types[[region.image_index for region in update.classification.regions]]
     anomalous = ~np.array([region.whole_image for region in update.classification.regions])
@@ -89,7 +97,16 @@ def main() -> None:
         "new_kind_rate_old_types": float(update.new_kind[anomalous & ~new_type].mean()),
         "new_type_regions_in_new_classes": float(new_classes_of_new_types.mean()),
         "old_type_images_keep_class": kept,
+        "unknown_before_add": {  # the phase-1 model's verdict on the batch's images
+            "old_types": float(before.is_unknown[:n_old_batch].mean()),
+            "new_types": float(before.is_unknown[n_old_batch:].mean()),
+        },
+        "unknown_after_add": {  # the extended model's, recalibrated on both sets
+            "old_types": float(update.classification.is_unknown[:n_old_batch].mean()),
+            "new_types": float(update.classification.is_unknown[n_old_batch:].mean()),
+        },
         "batch": {"nmi": report.nmi, "ari": report.ari, "f1": report.f1, "images": len(batch)},
+        "score": args.score,
         "seconds": time.perf_counter() - start,
     }
     print(json.dumps(result, indent=2))
