@@ -32,7 +32,7 @@ from sklearn.metrics import roc_auc_score
 
 from anomalib_ncd import AnomalyNCD, extract_regions, ground_truth_regions
 from anomalib_ncd.data import load_mtd
-from anomalib_ncd.discovery.novelty import fused_image_scores
+from anomalib_ncd.discovery.novelty import anomaly_pooled, fused_image_scores
 from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.maps.folder import load_map_folder
 
@@ -57,7 +57,7 @@ def pooled_region_features(
         return (tokens * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1e-6)
 
     features = {
-        "mask": weighted(coverage),
+        "mask": anomaly_pooled(cache.tokens[:end, 0], coverage),  # the model's knn descriptor
         "guided": weighted(coverage + (1 - coverage) * RHO),
         "mean": tokens.mean(1),
     }

@@ -55,7 +55,6 @@ from anomalib_ncd.data import load_mtd
 from anomalib_ncd.discovery.lightning_model import AnomalyNCD
 from anomalib_ncd.discovery.novelty import (
     PROTOTYPE_SCORES,
-    anomaly_pooled,
     calibrate,
     fused_image_scores,
     knn_scores,
@@ -201,7 +200,7 @@ def run_fold(held_out: str, maps: AnomalyMapSet, is_train: np.ndarray, args: arg
     index_train = cache.image_index[:end].numpy()
     train_features = found_train.features
     stats = class_statistics(best_head_cosines(model, train_features), whole_train)
-    train_descriptors = anomaly_pooled(cache.tokens[:end, 0], cache.anomaly[:end, 0])
+    train_descriptors = torch.from_numpy(model.region_descriptors())
     reference = (train_features, train_descriptors[~torch.from_numpy(whole_train)])
     train_scores = candidate_scores(model, train_features, train_descriptors, reference, stats, own=True)
     thresholds = {

@@ -30,7 +30,6 @@ from sklearn.cluster import KMeans
 from anomalib_ncd.discovery.class_count import ClassCountSettings, estimate_class_count
 from anomalib_ncd.discovery.classification import ImageClassification
 from anomalib_ncd.discovery.fusion import fuse_regions
-from anomalib_ncd.discovery.novelty import calibrate
 
 if TYPE_CHECKING:
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
@@ -191,18 +190,13 @@ def recalibrate_rejection(extended: AnomalyNCD, earlier: ImageClassification, ba
         ]
     )
     features = np.concatenate([part.region_features for part in both])
-    descriptors = None
+    descriptors = bank = None
     if extended.novelty_settings.score == "knn":
         if earlier.region_descriptors is None or batch.region_descriptors is None:
             return  # no descriptors to build the bank from: stay uncalibrated
         descriptors = torch.from_numpy(np.concatenate([part.region_descriptors for part in both]))
-        extended.novelty_bank = descriptors[torch.from_numpy(~whole)].to(extended.novelty_bank.device)
-    scores = extended.score_unknown(features, descriptors, in_bank=True)
-    region_threshold, image_threshold = calibrate(
-        scores, whole, areas, image_index, extended.fusion_temperature, extended.novelty_settings.quantile
-    )
-    extended.unknown_threshold.fill_(region_threshold)
-    extended.unknown_image_threshold.fill_(image_threshold)
+        bank = descriptors[torch.from_numpy(~whole)]
+    extended.calibrate_novelty_on(features, descriptors, whole, areas, image_index, bank)
 
 
 def _mean_directions(features: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:

@@ -563,15 +563,6 @@ class AnomalyNCD(AnomalibModule):
         assert self.cache is not None
         return anomaly_pooled(self.cache.tokens[:end, 0], self.cache.anomaly[:end, 0])
 
-    def extend_novelty_bank(self, descriptors: torch.Tensor | np.ndarray) -> None:
-        """Add regions to the ones the ``"knn"`` score compares with (e.g. a batch taken by continual discovery).
-
-        Args:
-            descriptors: ``(R, C)`` descriptors of regions where something was found.
-        """
-        new = torch.as_tensor(descriptors, dtype=torch.float32).to(self.novelty_bank.device)
-        self.novelty_bank = new if self.novelty_bank.numel() == 0 else torch.cat([self.novelty_bank, new])
-
     @torch.no_grad()
     def calibrate_novelty(self) -> tuple[float, float]:
         """Set the unknown thresholds from the prepared (training) regions' scores.
@@ -585,17 +576,50 @@ class AnomalyNCD(AnomalibModule):
         features = self._plain_features(unlabeled_only=True)
         assert self.cache is not None
         end = self.n_unlabeled
-        descriptors = None
+        descriptors = bank = None
         if self.novelty_settings.score == "knn":
             # every prepared region where something was found, labeled known-class ones included
             every = self._cached_descriptors(len(self.cache))
-            self.novelty_bank = every[~self.cache.whole_image.bool()].to(self.novelty_bank.device)
-            descriptors = every[:end]
-        region, image = calibrate(
-            self.score_unknown(features, descriptors, in_bank=True),
+            bank, descriptors = every[~self.cache.whole_image.bool()], every[:end]
+        return self.calibrate_novelty_on(
+            features,
+            descriptors,
             self.cache.whole_image[:end].numpy(),
             self.cache.areas[:end].numpy(),
             self.cache.image_index[:end].numpy(),
+            bank,
+        )
+
+    @torch.no_grad()
+    def calibrate_novelty_on(
+        self,
+        features: torch.Tensor | np.ndarray,
+        descriptors: torch.Tensor | None,
+        whole_image: np.ndarray,
+        areas: np.ndarray,
+        image_index: np.ndarray,
+        bank: torch.Tensor | None = None,
+    ) -> tuple[float, float]:
+        """Set the unknown thresholds (and, for ``"knn"``, the bank) from a set of training regions.
+
+        Args:
+            features: ``(R, D)`` CLS features of the regions.
+            descriptors: ``(R, C)`` their descriptors (``"knn"`` only; they must be in ``bank``).
+            whole_image: ``(R,)`` whole-image regions (never scored).
+            areas: ``(R,)`` region areas.
+            image_index: ``(R,)`` image of each region.
+            bank: ``(M, C)`` the descriptors the ``"knn"`` score compares with from now on.
+
+        Returns:
+            The ``(region, image)`` thresholds (``NaN`` when no region was found in any image).
+        """
+        if bank is not None:
+            self.novelty_bank = bank.to(self.novelty_bank.device)
+        region, image = calibrate(
+            self.score_unknown(features, descriptors, in_bank=True),
+            whole_image,
+            areas,
+            image_index,
             self.fusion_temperature,
             self.novelty_settings.quantile,
         )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 
 from anomalib_ncd.discovery.lightning_model import AnomalyNCD
 from anomalib_ncd.discovery.novelty import NoveltySettings, anomaly_pooled, knn_scores
 from anomalib_ncd.regions.extract import extract_regions
-from tests.unit.discovery.test_model_lightning import make_model, make_scene
+from tests.unit.discovery.test_model_lightning import fit, make_model, make_scene
 
 
 def test_anomaly_pooling_weights_patches_by_coverage():
@@ -70,11 +70,7 @@ def knn_scene(tmp_path_factory):
     seed_everything(0, verbose=False)
     model = make_model(epochs=1, novelty={"score": "knn", "k": 2, "quantile": 0.3})
     model.prepare(region_set)
-    trainer = Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=root,
-    )  # fmt: skip
-    trainer.fit(model)
+    trainer = fit(model, root=root, epochs=1)
     return {"model": model, "trainer": trainer, "images": images, "maps": maps, "regions": list(region_set)}
 
 
