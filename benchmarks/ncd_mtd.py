@@ -54,10 +54,12 @@ from anomalib_ncd.discovery.fusion import fuse_regions
 from anomalib_ncd.discovery.guidance import pool_to_patches
 from anomalib_ncd.discovery.known_classes import known_class_regions
 from anomalib_ncd.discovery.lightning_model import AnomalyNCD
+from anomalib_ncd.discovery.novelty import anomaly_pooled
 from anomalib_ncd.discovery.views import ViewMaker
 from anomalib_ncd.evaluation import clustering_report
 from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps
+from anomalib_ncd.regions.crops import CropSettings
 from anomalib_ncd.regions.extract import RegionSet, extract_regions, ground_truth_regions
 
 DEFAULT_MTD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mtd"
@@ -65,20 +67,28 @@ DETECTOR_ROOT = Path("results/benchmarks/detector_mtd")
 N_CLASSES = 6
 CPU_BACKBONE = "mobilenetv2_100.tv_in1k"
 GUIDANCE_MODES = ("none", "hard", "soft", "soft_rgf")
+# region stages compared on the same detector maps: what an image without a MEBin region gets, how
+# crops are sized, MEBin's working resolution (``auto``: the map's own)
+REGION_STAGES: dict[str, dict[str, Any]] = {
+    "current": {"nothing_found": "normal", "crops": CropSettings(sizing="image"), "working_long_side": 256},
+    "soft": {"nothing_found": "soft", "crops": CropSettings(sizing="image"), "working_long_side": 256},
+    "resolution": {"nothing_found": "normal", "crops": CropSettings(), "working_long_side": "auto"},
+    "new": {"nothing_found": "soft", "crops": CropSettings(), "working_long_side": "auto"},
+}
 
 
 def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def detector_regions(args: argparse.Namespace, table: Any, test: Any) -> tuple[RegionSet, dict[str, float]]:
-    """Regions from Patchcore's maps: the checkpoint of ``detector_mtd.py`` if present, else trained here."""
+def detector_maps(args: argparse.Namespace, table: Any, test: Any) -> tuple[Any, dict[str, float]]:
+    """Patchcore's raw maps: the checkpoint of ``detector_mtd.py`` if present, else trained here."""
     times: dict[str, float] = {}
     checkpoint = args.detector_ckpt
     if not checkpoint.is_file():
         print(f"no detector checkpoint at {checkpoint}: training Patchcore ({args.max_train} Free images)")
         start = time.perf_counter()
-        capped = cap_detector_training(table, args.max_train)
+        capped = cap_detector_training(table, args.max_train) if args.max_train else table
         datamodule = to_anomalib_datamodule(capped, "MTD", image_size=(256, 256), train_batch_size=16)
         model = make_patchcore("mobilenetv2_100.tv_in1k", coreset_sampling_ratio=0.01)
         train_detector(model, datamodule, root_dir=DETECTOR_ROOT, max_epochs=1, accelerator="auto", devices=1)
@@ -92,10 +102,7 @@ def detector_regions(args: argparse.Namespace, table: Any, test: Any) -> tuple[R
         msg = "detector maps are not in the order of the discovery set"
         raise RuntimeError(msg)
     times["detector_maps_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    regions = extract_regions(maps)
-    times["regions_s"] = time.perf_counter() - start
-    return regions, times
+    return maps, times
 
 
 def image_labels_of_regions(region_labels: np.ndarray, regions: RegionSet, n_images: int) -> np.ndarray:
@@ -127,6 +134,30 @@ def patch_scores(score_maps: list[np.ndarray], grid: tuple[int, int]) -> np.ndar
     return np.stack(pooled)
 
 
+def masked_pooling_kmeans(cache: Any, n_regions: int, seed: int, spherical: bool = False) -> np.ndarray:
+    """The strongest training-free baseline: frozen tokens averaged inside the anomaly mask, then k-means.
+
+    ``spherical``: the descriptors are L2-normalised first (k-means on the sphere, cosine geometry).
+    """
+    descriptors = anomaly_pooled(cache.tokens[:n_regions, 0], cache.anomaly[:n_regions, 0]).numpy()
+    if spherical:
+        descriptors = descriptors / np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
+    return KMeansBaseline(N_CLASSES, seed=seed).fit_predict(descriptors)
+
+
+def path_shares(regions: RegionSet, types: np.ndarray, image_classes: np.ndarray, normal_index: int) -> dict:
+    """Share of defect images classified by their content, and of normal images called normal."""
+    by_content = np.zeros(len(types), dtype=bool)
+    for region in regions:
+        by_content[region.image_index] |= region.source != "none"
+    normal = types == "Free"
+    return {
+        "defect_by_content": float(by_content[~normal].mean()),
+        "normal_called_normal": float((image_classes[normal] == normal_index).mean()),
+        "normal_by_content": float(by_content[normal].mean()),
+    }
+
+
 def seeded_model(args: argparse.Namespace, **overrides: Any) -> AnomalyNCD:
     """The CPU-profile model of the benchmark, built after seeding (identical initial weights)."""
     pl.seed_everything(args.seed, verbose=False)
@@ -147,11 +178,12 @@ def run_source(
     image_paths: list[str],
     score_maps: list[np.ndarray],
     args: argparse.Namespace,
+    **model_options: Any,
 ) -> dict[str, Any]:
-    """Ours, k-means and Anomaly Clustering on one region source."""
+    """Ours, k-means, masked pooling + k-means and Anomaly Clustering on one region source."""
     results: dict[str, Any] = {"n_regions": len(regions)}
     region_types = types[[region.image_index for region in regions]]
-    model = seeded_model(args)
+    model = seeded_model(args, **model_options)
     start = time.perf_counter()
     cache = model.prepare(list(regions))
     results["cache_s"] = time.perf_counter() - start
@@ -164,7 +196,14 @@ def run_source(
         "region": clustering_report(region_types, found.region_classes).as_dict(),
         "train_s": train_s,
         "epoch_s": train_s / args.epochs,
+        **path_shares(regions, types, found.image_classes, int(model.normal_index or 0)),
     }
+    for label, spherical in (("masked_pooling_kmeans", False), ("masked_pooling_spherical_kmeans", True)):
+        labels = masked_pooling_kmeans(cache, len(regions), args.seed, spherical)
+        results[label] = {
+            "image": clustering_report(types, image_labels_of_regions(labels, regions, len(types))).as_dict(),
+            "region": clustering_report(region_types, labels).as_dict(),
+        }
 
     start = time.perf_counter()
     pooled = cache.tokens[: len(regions), 0].float().mean(dim=1).numpy()
@@ -238,10 +277,17 @@ def print_source(name: str, results: dict[str, Any]) -> None:
     print(f"\n{name} regions ({results['n_regions']} regions), image level:")
     print(_line("ours (AnomalyNCD)", results["ours"]["image"]))
     print(_line("k-means", results["kmeans"]["image"]))
+    print(_line("masked pooling + k-means", results["masked_pooling_kmeans"]["image"]))
+    print(_line("masked pooling + sph. k-means", results["masked_pooling_spherical_kmeans"]["image"]))
     print(_line("Anomaly Clustering", results["anomaly_clustering"]["image"]))
     print("region level:")
     print(_line("ours (AnomalyNCD)", results["ours"]["region"]))
     print(_line("k-means", results["kmeans"]["region"]))
+    ours = results["ours"]
+    print(
+        f"defect images classified by content {ours['defect_by_content']:.3f}, "
+        f"normal images called normal {ours['normal_called_normal']:.3f}"
+    )
     print(
         f"ours: views cached in {results['cache_s']:.0f} s, trained in {results['ours']['train_s']:.0f} s "
         f"({results['ours']['epoch_s']:.1f} s/epoch)"
@@ -262,8 +308,13 @@ def main() -> None:
         type=Path,
         default=DETECTOR_ROOT / "Patchcore" / "MTD" / "latest" / "weights" / "lightning" / "model.ckpt",
     )
-    parser.add_argument("--max-train", type=int, default=200, help="Free images that train Patchcore if needed")
+    parser.add_argument(
+        "--max-train", type=int, default=0, help="Free images that train Patchcore if needed (0: all 762)"
+    )
     parser.add_argument("--sources", default="detector,gt", help="comma-separated: detector, gt")
+    parser.add_argument(
+        "--stages", default="current,new", help=f"region stages on the detector's maps: {','.join(REGION_STAGES)}"
+    )
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--n-views", type=int, default=4, help="augmented views cached per region")
     parser.add_argument("--ablation", action="store_true", help="also train the four guidance modes")
@@ -289,9 +340,22 @@ def main() -> None:
     for source in sources:
         source_start = time.perf_counter()
         if source == "detector":
-            regions, times = detector_regions(args, table, test)
-            score_maps = regions.map_set.aligned(long_side=None)
-        elif source == "gt":
+            maps, times = detector_maps(args, table, test)
+            score_maps = maps.aligned(long_side=None)
+            for stage in [name.strip() for name in args.stages.split(",") if name.strip()]:
+                options = REGION_STAGES[stage]
+                start_regions = time.perf_counter()
+                regions = extract_regions(
+                    maps,
+                    crop_settings=options["crops"],
+                    working_long_side=options["working_long_side"],
+                    nothing_found=options["nothing_found"],
+                )
+                stage_times = times | {"regions_s": time.perf_counter() - start_regions}
+                results = run_source(f"detector/{stage}", regions, types, image_paths, score_maps, args, **options)
+                report[f"detector/{stage}"] = results | stage_times
+            continue
+        if source == "gt":
             regions, times = ground_truth_regions(test), {}
             score_maps = regions.map_set.maps
         else:
@@ -300,7 +364,8 @@ def main() -> None:
         results |= times
         results["total_s"] = time.perf_counter() - source_start - times.get("detector_fit_s", 0.0)
         report[source] = results
-    total = time.perf_counter() - start - sum(report[s].get("detector_fit_s", 0.0) for s in sources)
+    fits = [value.get("detector_fit_s", 0.0) for key, value in report.items() if key.startswith("detector/")]
+    total = time.perf_counter() - start - (fits[0] if fits else 0.0)
     report["total_s"], report["peak_rss_gb"] = total, _peak_gb()
     print(f"\ntotal {total:.0f} s (detector training excluded), peak RSS {_peak_gb():.1f} GB")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,8 @@ def discover(
     weights: str | None = None,
     mebin: MEBin = lazy_instance(MEBin),  # noqa: B008
     crops: CropSettings = CropSettings(),  # noqa: B008
-    working_long_side: int = 256,
+    working_long_side: int | Literal["auto"] = 256,
+    nothing_found: Literal["soft", "normal"] = "soft",
     guidance: GuidanceSettings = GuidanceSettings(),  # noqa: B008
     views: ViewSettings = ViewSettings(),  # noqa: B008
     training: TrainingSettings = TrainingSettings(),  # noqa: B008
@@ -104,7 +105,11 @@ def discover(
         weights: local weights file of the backbone (air-gapped plants).
         mebin: MEBin settings.
         crops: region crop settings.
-        working_long_side: long side at which maps are binarised.
+        working_long_side: long side at which maps are binarised (``auto``: each map's own
+            resolution, at most 1024).
+        nothing_found: what an image without a MEBin region gets: ``soft`` (a region centred on
+            its map's strongest evidence, classified by the model, pulled toward normal by the
+            detector's score) or ``normal`` (the papers': the whole image, called normal).
         guidance: anomaly-guided attention settings.
         views: view and augmentation settings.
         training: optimisation settings.
@@ -216,6 +221,7 @@ def _model(arguments: dict[str, Any], known_names: list[str], category: str) -> 
         crops=arguments["crops"],
         fusion_temperature=arguments["fusion_temperature"],
         working_long_side=arguments["working_long_side"],
+        nothing_found=arguments.get("nothing_found", "normal"),  # runs from before the soft path
         seed=arguments["seed"],
         object_prior=prior,
     )
@@ -311,6 +317,7 @@ def _write_outputs(
         "images": len(map_set),
         "regions": len(regions),
         "anomalous_regions": int((~regions["whole_image"]).sum()),
+        "path_taken": {key: int(n) for key, n in assignments["path_taken"].value_counts().sort_index().items()},
         "classes": {name: int(count) for name, count in zip(names, counts, strict=True)},
         "mebin_range": [discovery.regions_.mebin.min_th_, discovery.regions_.mebin.max_th_],
         "head": int(model.best_head),

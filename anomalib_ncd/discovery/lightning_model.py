@@ -52,8 +52,9 @@ from anomalib_ncd.discovery.views import ViewMaker, ViewSettings
 from anomalib_ncd.priors.settings import ObjectPriorSettings
 from anomalib_ncd.progress import progress_bar
 from anomalib_ncd.regions.crops import CropSettings, Region
-from anomalib_ncd.regions.extract import RegionSet, regions_of_image
+from anomalib_ncd.regions.extract import RegionSet, check_nothing_found, regions_of_image
 from anomalib_ncd.regions.mebin import MEBin
+from anomalib_ncd.regions.soft import soft_path_probabilities
 
 if TYPE_CHECKING:
     from anomalib_ncd.priors import ObjectPrior
@@ -164,9 +165,14 @@ class AnomalyNCD(AnomalibModule):
         nothing_found_is_normal: an image where the region stage found no anomaly (its only region
             is the whole image) is classified normal: the detector's verdict, not the clustering's.
             Such regions still train (pulled toward normal by pseudo-label correction).
+        nothing_found: what an image without a MEBin region gets, in the region stage and at
+            predict time: ``soft`` (a region centred on its map's strongest evidence, classified
+            by the model and pulled toward normal by the detector's score, see
+            :mod:`~anomalib_ncd.regions.soft`) or ``normal`` (the whole image, the papers').
         crops: crop settings used to cut regions of new images in :meth:`predict_step` (use the
             ones the training regions were cut with).
-        working_long_side: long side at which new maps are binarised (as in the region stage).
+        working_long_side: long side at which new maps are binarised (as in the region stage;
+            ``"auto"``: each map's own resolution).
         known_class_names: display names of the known classes (default ``known_1``, ...).
         seed: seed of the views and of the prototype initialisation.
         novelty: unknown-class rejection settings (a dict or
@@ -196,8 +202,9 @@ class AnomalyNCD(AnomalibModule):
         fusion_temperature: float = 50.0,
         normal_class: bool = True,
         nothing_found_is_normal: bool = True,
+        nothing_found: str = "soft",
         crops: CropSettings | dict[str, Any] | None = None,
-        working_long_side: int | None = 256,
+        working_long_side: int | str | None = 256,
         known_class_names: list[str] | None = None,
         seed: int = 0,
         novelty: NoveltySettings | dict[str, Any] | None = None,
@@ -218,6 +225,8 @@ class AnomalyNCD(AnomalibModule):
         self.n_classes = n_known_classes + n_novel_classes
         self.normal_index = n_known_classes if normal_class else None
         self.nothing_found_is_normal = nothing_found_is_normal and normal_class
+        check_nothing_found(nothing_found)
+        self.nothing_found = nothing_found
         self.fusion_temperature = fusion_temperature
         self.crop_settings = _as(CropSettings, crops)
         self.working_long_side = working_long_side
@@ -678,7 +687,10 @@ class AnomalyNCD(AnomalibModule):
         """
         features = self._plain_features(unlabeled_only=True)
         assert self.cache is not None
-        probabilities = self._probabilities(features, self.cache.whole_image[: self.n_unlabeled])
+        soft = self.cache.soft[: self.n_unlabeled] if self.cache.soft is not None else None
+        probabilities = self._probabilities(
+            features, self.cache.whole_image[: self.n_unlabeled], self.cache.scores[: self.n_unlabeled], soft
+        )
         head = int(self.best_head)
         image_index = self.cache.image_index[: self.n_unlabeled].numpy()
         areas = self.cache.areas[: self.n_unlabeled].numpy()
@@ -701,12 +713,26 @@ class AnomalyNCD(AnomalibModule):
             image_is_unknown=verdict.image_unknown,
         )
 
-    def _probabilities(self, features: torch.Tensor, whole_image: torch.Tensor) -> np.ndarray:
-        """Class probabilities of the best head; whole-image regions are normal when configured."""
+    def _probabilities(
+        self,
+        features: torch.Tensor,
+        whole_image: torch.Tensor,
+        scores: torch.Tensor | None = None,
+        soft: torch.Tensor | None = None,
+    ) -> np.ndarray:
+        """Class probabilities of the best head.
+
+        Whole-image regions (nothing found) are normal when configured; soft-path regions are
+        pulled toward normal by their detector score (:func:`~anomalib_ncd.regions.soft.soft_path_probabilities`).
+        """
         logits = self.model.heads(features.to(self.device))[int(self.best_head)].float().cpu()
         probabilities = torch.softmax(logits / self.loss_weights.student_temperature, dim=1).numpy()
         if self.nothing_found_is_normal and self.normal_index is not None:
             probabilities[whole_image.cpu().numpy().astype(bool)] = np.eye(self.n_classes)[self.normal_index]
+        if soft is not None and scores is not None:
+            probabilities = soft_path_probabilities(
+                probabilities, scores.cpu().numpy(), soft.cpu().numpy(), self.normal_index
+            )
         return probabilities
 
     def classify_regions(self, regions: Sequence[RegionLike], batch_size: int = 32) -> np.ndarray:
@@ -748,8 +774,11 @@ class AnomalyNCD(AnomalibModule):
                 progress(len(chunk))
         self.model.train(was_training)
         whole_image = torch.tensor([bool(region.whole_image) for region in regions])
+        scores = torch.tensor([float(region.score) for region in regions])
+        soft = torch.tensor([getattr(region, "source", "region") == "soft" for region in regions])
         all_features = torch.cat(features)
-        return self._probabilities(all_features, whole_image), all_features.numpy(), torch.cat(descriptors)
+        probabilities = self._probabilities(all_features, whole_image, scores, soft)
+        return probabilities, all_features.numpy(), torch.cat(descriptors)
 
     def classify_images(
         self,
@@ -799,6 +828,7 @@ class AnomalyNCD(AnomalibModule):
                     self.working_long_side,
                     on_object,
                     min_inside,
+                    self.nothing_found,
                 )
                 advance(1)
         with progress_bar("Classifying regions", len(regions), silent) as advance:

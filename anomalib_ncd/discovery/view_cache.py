@@ -33,6 +33,8 @@ class ViewCache:
         whole_image: ``(R,)`` True for the whole-image region of an image where nothing was found.
         objects: ``(R, 1 + n_views, N)`` object coverage of each patch (the object prior), or
             ``None`` when the regions have no object masks.
+        soft: ``(R,)`` True for soft-path regions (MEBin found nothing; centred on the map's peak),
+            or ``None`` for none.
     """
 
     tokens: torch.Tensor
@@ -42,6 +44,7 @@ class ViewCache:
     image_index: torch.Tensor
     whole_image: torch.Tensor
     objects: torch.Tensor | None = None
+    soft: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -179,4 +182,5 @@ def build_view_cache(
         image_index=torch.tensor([int(r.image_index) for r in regions], dtype=torch.long),
         whole_image=torch.tensor([bool(r.whole_image) for r in regions], dtype=torch.bool),
         objects=objects,
+        soft=torch.tensor([getattr(r, "source", "region") == "soft" for r in regions], dtype=torch.bool),
     )

@@ -76,6 +76,30 @@ def working_shape(image_shape: tuple[int, int], long_side: int) -> tuple[int, in
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+MAX_AUTO_LONG_SIDE = 1024  # bounds MEBin's time and memory per map (about 4 MB of labels at 1024 px)
+
+
+def resolve_long_side(long_side: int | str, anomaly_map: np.ndarray) -> int:
+    """The working long side of one map: the number given, or the map's own with ``"auto"``.
+
+    Args:
+        long_side: a long side in pixels, or ``"auto"``.
+        anomaly_map: the map (its shape is the detector's output resolution).
+
+    Returns:
+        The long side in pixels.
+
+    Raises:
+        ValueError: for any other string or a side below 1.
+    """
+    if long_side == "auto":
+        return min(max(anomaly_map.shape[-2:]), MAX_AUTO_LONG_SIDE)
+    if isinstance(long_side, str) or int(long_side) < 1:
+        msg = f"working_long_side must be a positive number of pixels, null or 'auto', got {long_side!r}"
+        raise ValueError(msg)
+    return int(long_side)
+
+
 @dataclass
 class AnomalyMapSet:
     """Anomaly maps of a set of images, with what is known about the images.
@@ -214,21 +238,24 @@ class AnomalyMapSet:
             scores=pick(self.scores),
         )
 
-    def aligned(self, long_side: int | None = 256) -> list[np.ndarray]:
+    def aligned(self, long_side: int | str | None = 256) -> list[np.ndarray]:
         """Maps resized to their image's aspect ratio, long side ``long_side`` (bilinear).
 
         Detectors usually squash every image to a square; this undoes the squash consistently for
-        every map. ``None`` gives maps at full image resolution.
+        every map. ``None`` gives maps at full image resolution; ``"auto"`` keeps each map's own
+        resolution (its long side, at most :data:`MAX_AUTO_LONG_SIDE`): the detail the detector
+        really produced, neither invented by upsampling nor thrown away by shrinking.
 
         Args:
-            long_side: long side of the working resolution (never above the image's own).
+            long_side: long side of the working resolution (never above the image's own), ``None``
+                or ``"auto"``.
 
         Returns:
             One float32 map per image.
         """
         aligned = []
         for anomaly_map, shape in zip(self.maps, self.image_shapes, strict=True):
-            target = shape if long_side is None else working_shape(shape, long_side)
+            target = shape if long_side is None else working_shape(shape, resolve_long_side(long_side, anomaly_map))
             resized = anomaly_map
             if anomaly_map.shape != target:
                 # INTER_AREA averages when shrinking (no aliasing of thin defects), linear otherwise

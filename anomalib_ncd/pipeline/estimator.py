@@ -138,6 +138,7 @@ class DefectDiscovery:
                 working_long_side=self.model.working_long_side,
                 object_prior=prior,
                 min_inside=min_inside,
+                nothing_found=self.model.nothing_found,
             )
         check_discoverable(regions, self.model.n_classes - self.model.n_known)
         self.regions_ = regions
@@ -343,7 +344,7 @@ def check_discoverable(regions: RegionSet, n_novel: int) -> None:
             anomalous regions than anomalous classes to discover.
     """
     n_images = len(regions.map_set)
-    anomalous = sum(not region.whole_image for region in regions)
+    anomalous = sum(getattr(region, "source", "region") == "region" for region in regions)
     if anomalous == 0:
         msg = (
             f"no anomaly was found in any of the {n_images} images: nothing to discover "

@@ -35,11 +35,13 @@ def assignments_table(map_set: AnomalyMapSet, found: ImageClassification, class_
         members = found.rows_of_image(index)
         anomalous = [i for i in members if not found.regions[i].whole_image]
         unknown = bool(image_unknown[index])
+        sources = {getattr(found.regions[i], "source", "region") for i in members}
         row = {
             "image_path": path,
             "pred_class": int(found.classes[index]),
             "class_name": UNKNOWN if unknown else class_names[int(found.classes[index])],
             "confidence": round(float(found.confidence[index]), 6),
+            "path_taken": image_path_taken(sources),
             "unknown": unknown,
             "unknown_score": round(float(image_scores[index]), 6),
             "anomaly_score": float(map_set.scores[index]) if map_set.scores is not None else float("nan"),
@@ -55,6 +57,22 @@ def assignments_table(map_set: AnomalyMapSet, found: ImageClassification, class_
             row["defect_type"] = map_set.defect_types[index]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def image_path_taken(sources: set[str]) -> str:
+    """Which path an image took through the region stage, from its regions' sources.
+
+    Args:
+        sources: the :attr:`~anomalib_ncd.regions.crops.Region.source` of its regions.
+
+    Returns:
+        ``region`` (classified from binarised regions), ``soft`` (MEBin found nothing; classified
+        from the soft-path region) or ``none`` (nothing found: normal by the detector's verdict).
+    """
+    for path in ("region", "soft"):
+        if path in sources:
+            return path
+    return "none"
 
 
 def region_table(map_set: AnomalyMapSet, found: ImageClassification, class_names: list[str]) -> pd.DataFrame:
@@ -85,6 +103,7 @@ def region_table(map_set: AnomalyMapSet, found: ImageClassification, class_names
             "area": region.area,
             "score": round(float(region.score), 6),
             "whole_image": bool(region.whole_image),
+            "source": getattr(region, "source", "region"),
             "pred_class": int(classes[number]),
             "class_name": UNKNOWN if unknown[number] else class_names[int(classes[number])],
             "confidence": round(float(confidence[number]), 6),

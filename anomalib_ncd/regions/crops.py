@@ -18,6 +18,16 @@ reference merges one level only, so a chain of three close defects could stay sp
 regions are kept, at most the anomaly count MEBin estimated (the reference keeps one more: set
 ``keep_extra=True`` for that behaviour). An empty mask gives the whole image as one region with an
 empty mask.
+
+Two ways to size the square (``CropSettings.sizing``):
+
+* ``image`` (the reference): the half-side formula above. Its floor, 20% of the image's long side,
+  makes a 30 px defect of a 1024 px image 4% of its view: small defects are diluted by surface.
+* ``defect`` (default): the square is sized in units of the defect, side
+  ``context * max(h, w)`` (the defect plus half its size of context on each side with the default
+  ``context = 2``), never below ``min_pixels`` (a crop smaller than that is only upsampled: no
+  detail is gained) and never above the image's long side. A defect then fills the same share of
+  its view whatever the image's resolution, and large defects keep context as well.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ import cv2
 import numpy as np
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive)
+CROP_SIZINGS = ("defect", "image")
+REGION_SOURCES = ("region", "soft", "none")
 
 
 @dataclass(frozen=True)
@@ -40,18 +52,31 @@ class CropSettings:
         min_size: minimum half-side, as a fraction of the image's long side.
         merge_distance: regions closer than this fraction of the image's long side are merged.
         keep_extra: keep one more region than MEBin's anomaly count (reference off-by-one).
+        sizing: ``defect`` (side in units of the defect, see the module docstring) or ``image``
+            (the reference's ``padding`` / ``min_size`` rule).
+        context: side of the square in units of the defect's long side (``defect`` sizing).
+        min_pixels: smallest side of a square in image pixels (``defect`` sizing).
     """
 
     padding: float = 0.1
     min_size: float = 0.1
     merge_distance: float = 0.01
     keep_extra: bool = False
+    sizing: str = "defect"
+    context: float = 2.0
+    min_pixels: int = 32
 
     def __post_init__(self) -> None:
         for name in ("padding", "min_size", "merge_distance"):
             if getattr(self, name) < 0:
                 msg = f"crop setting {name} must be >= 0, got {getattr(self, name)}"
                 raise ValueError(msg)
+        if self.sizing not in CROP_SIZINGS:
+            msg = f"crop setting sizing must be one of {CROP_SIZINGS}, got {self.sizing!r}"
+            raise ValueError(msg)
+        if self.context < 1 or self.min_pixels < 1:
+            msg = f"crop settings need context >= 1 and min_pixels >= 1, got {self.context}, {self.min_pixels}"
+            raise ValueError(msg)
         if self.min_size > 0.5:
             msg = f"crop setting min_size must be <= 0.5 (a half-side), got {self.min_size}"
             raise ValueError(msg)
@@ -67,6 +92,10 @@ class Region:
         area: anomalous pixels of the binary mask inside the box.
         score: max of the range-normalised anomaly map inside the box, in ``[0, 1]``.
         whole_image: True when nothing was found and the region is the whole image.
+        source: how the region was found: ``region`` (a binarised region of the anomaly map, or a
+            ground-truth defect), ``soft`` (MEBin found nothing; the region is centred on the map's
+            strongest evidence, see :mod:`~anomalib_ncd.regions.soft`) or ``none`` (nothing found,
+            the whole image with an empty mask).
         crop: the image pixels of the box, when loaded.
         mask: the binary mask inside the box (bool), when loaded.
         soft_mask: the anomaly map inside the box on MEBin's normalised scale (``[0, 1]`` floats, the
@@ -80,6 +109,7 @@ class Region:
     area: int
     score: float
     whole_image: bool = False
+    source: str = "region"
     crop: np.ndarray | None = field(default=None, repr=False)
     mask: np.ndarray | None = field(default=None, repr=False)
     soft_mask: np.ndarray | None = field(default=None, repr=False)
@@ -118,7 +148,10 @@ def square_around(rect: Box, image_shape: tuple[int, int], settings: CropSetting
     height, width = image_shape
     long_side = max(height, width)
     box_w, box_h = rect[2] - rect[0], rect[3] - rect[1]
-    half = max(int(max(box_w, box_h) * (1 + settings.padding) / 2), int(settings.min_size * long_side))
+    if settings.sizing == "defect":
+        half = max(int(max(box_w, box_h) * settings.context / 2), settings.min_pixels // 2)
+    else:
+        half = max(int(max(box_w, box_h) * (1 + settings.padding) / 2), int(settings.min_size * long_side))
     half = max(1, min(half, int(long_side / 2)))
     centre_x, centre_y = (rect[0] + rect[2]) // 2, (rect[1] + rect[3]) // 2
     return _place(centre_x - half, centre_y - half, 2 * half, width, height)

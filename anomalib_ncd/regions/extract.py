@@ -27,6 +27,7 @@ from anomalib_ncd.maps.map_set import AnomalyMapSet
 from anomalib_ncd.progress import progress_bar
 from anomalib_ncd.regions.crops import Box, CropSettings, Region, crop_boxes
 from anomalib_ncd.regions.mebin import MEBin, MEBinResult
+from anomalib_ncd.regions.soft import NOTHING_FOUND, peak_blob
 
 if TYPE_CHECKING:
     from anomalib_ncd.priors import ObjectPrior
@@ -161,11 +162,12 @@ def extract_regions(
     map_set: AnomalyMapSet,
     mebin: MEBin | None = None,
     crop_settings: CropSettings | None = None,
-    working_long_side: int | None = 256,
+    working_long_side: int | str | None = 256,
     load_crops: bool = True,
     progress: Callable[[int], None] | None = None,
     object_prior: ObjectPrior | None = None,
     min_inside: float | None = None,
+    nothing_found: str = "normal",
 ) -> RegionSet:
     """Binarise every map with MEBin and cut anomaly-centred regions.
 
@@ -174,7 +176,9 @@ def extract_regions(
         mebin: a MEBin to use; fitted on this set when it has no range yet (the reference
             semantics: the range is a property of the whole set, not of a batch).
         crop_settings: crop parameters (AnomalyNCD's by default).
-        working_long_side: long side at which maps are binarised (``None``: full image size).
+        working_long_side: long side at which maps are binarised (``None``: full image size;
+            ``"auto"``: each map's own resolution, see
+            :meth:`~anomalib_ncd.maps.map_set.AnomalyMapSet.aligned`).
         load_crops: read the images and keep each region's pixels and mask in memory.
         progress: called with 1 after each image (default: a progress bar).
         object_prior: gives each image's object mask; its crop is attached to every region
@@ -182,10 +186,14 @@ def extract_regions(
         min_inside: drop a region when less than this fraction of its anomalous pixels lies on the
             object (``None``: keep every region; needs ``object_prior``). An image whose regions are
             all dropped gets the whole-image region, like an image where nothing was found.
+        nothing_found: what an image without a MEBin region gets: ``soft`` (a region centred on
+            its map's strongest evidence, :mod:`~anomalib_ncd.regions.soft`) or ``normal`` (the
+            whole image with an empty mask, the papers' behaviour).
 
     Returns:
         The regions, in image order.
     """
+    check_nothing_found(nothing_found)
     if min_inside is not None and object_prior is None:
         msg = "min_inside (dropping regions outside the object) needs an object prior"
         raise ValueError(msg)
@@ -210,9 +218,24 @@ def extract_regions(
                 image if load_crops else None,
                 on_object,
                 min_inside,
+                nothing_found,
             )
             advance(1)
     return RegionSet(regions=regions, map_set=map_set, binarization=results, mebin=mebin)
+
+
+def check_nothing_found(nothing_found: str) -> None:
+    """Refuse an unknown ``nothing_found`` setting.
+
+    Args:
+        nothing_found: the setting.
+
+    Raises:
+        ValueError: when it is not one of :data:`~anomalib_ncd.regions.soft.NOTHING_FOUND`.
+    """
+    if nothing_found not in NOTHING_FOUND:
+        msg = f"nothing_found must be one of {NOTHING_FOUND}, got {nothing_found!r}"
+        raise ValueError(msg)
 
 
 def read_set_image(map_set: AnomalyMapSet, index: int) -> np.ndarray:
@@ -246,12 +269,22 @@ def _binarised_regions(
     image: np.ndarray | None,
     object_mask: np.ndarray | None = None,
     min_inside: float | None = None,
+    nothing_found: str = "normal",
 ) -> list[Region]:
     """Regions of one image from its MEBin result (mask at working size) and its aligned map."""
-    full_mask = cv2.resize(result.mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    full_mask = _to_image(result.mask, shape)
     boxes = crop_boxes(full_mask, result.anomaly_count, crop_settings)
     normalised = _normalised(anomaly_map, mebin.min_th_, mebin.max_th_)
-    return cut_regions(image_index, shape, full_mask, boxes, normalised, image, object_mask, min_inside)
+    source = "region"
+    if not boxes and nothing_found == "soft":
+        full_mask = _to_image(peak_blob(anomaly_map), shape)
+        boxes, source = crop_boxes(full_mask, 1, crop_settings), "soft"
+    return cut_regions(image_index, shape, full_mask, boxes, normalised, image, object_mask, min_inside, source)
+
+
+def _to_image(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A working-resolution binary mask resized (nearest) to its image."""
+    return cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
 def _check_object_mask(object_mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -298,6 +331,7 @@ def cut_regions(
     image: np.ndarray | None = None,
     object_mask: np.ndarray | None = None,
     min_inside: float | None = None,
+    source: str = "region",
 ) -> list[Region]:
     """Regions of one image from its boxes; one whole-image region when there is no box.
 
@@ -312,6 +346,8 @@ def cut_regions(
             with its crop; ``None`` for none.
         min_inside: drop boxes with less than this fraction of their anomalous pixels on the
             object (:func:`boxes_on_object`); ``None`` keeps every box.
+        source: how the boxes were found (:attr:`~anomalib_ncd.regions.crops.Region.source`);
+            the whole-image region of an image without boxes is ``none``.
 
     Returns:
         The regions.
@@ -334,6 +370,7 @@ def cut_regions(
             area=0 if whole_image else int(mask.sum()),
             score=float(score_map[my0:my1, mx0:mx1].max()),
             whole_image=whole_image,
+            source="none" if whole_image else source,
         )
         if image is not None:
             region.crop = image[y0:y1, x0:x1].copy()
@@ -352,9 +389,10 @@ def regions_of_image(
     mebin: MEBin,
     crop_settings: CropSettings | None = None,
     image_index: int = 0,
-    working_long_side: int | None = 256,
+    working_long_side: int | str | None = 256,
     object_mask: np.ndarray | None = None,
     min_inside: float | None = None,
+    nothing_found: str = "normal",
 ) -> list[Region]:
     """Regions of one image in memory, with a MEBin already fitted on its detector's maps.
 
@@ -367,9 +405,11 @@ def regions_of_image(
         mebin: a fitted MEBin (its range comes from the discovery set).
         crop_settings: crop parameters.
         image_index: index stored in the regions.
-        working_long_side: long side at which the map is binarised (``None``: full size).
+        working_long_side: long side at which the map is binarised (``None``: full size,
+            ``"auto"``: the map's own).
         object_mask: the image's object mask (see :func:`cut_regions`), or ``None``.
         min_inside: drop regions mostly off the object (see :func:`cut_regions`), or ``None``.
+        nothing_found: ``soft`` or ``normal`` (see :func:`extract_regions`).
 
     Returns:
         The regions, crops and masks attached.
@@ -380,8 +420,18 @@ def regions_of_image(
     shape = image.shape[:2]
     aligned = AnomalyMapSet.from_arrays([anomaly_map], ["<memory>"], image_shapes=[shape]).aligned(working_long_side)[0]
     result = mebin.transform([aligned])[0]
+    check_nothing_found(nothing_found)
     return _binarised_regions(
-        result, aligned, shape, mebin, crop_settings or CropSettings(), image_index, image, object_mask, min_inside
+        result,
+        aligned,
+        shape,
+        mebin,
+        crop_settings or CropSettings(),
+        image_index,
+        image,
+        object_mask,
+        min_inside,
+        nothing_found,
     )
 
 

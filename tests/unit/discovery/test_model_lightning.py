@@ -415,3 +415,32 @@ def test_checkpoint_of_a_model_built_with_settings_objects(regions, tmp_path):
     trainer.save_checkpoint(tmp_path / "settings.ckpt")
     loaded = AnomalyNCD.load_from_checkpoint(tmp_path / "settings.ckpt")
     assert loaded.guidance_settings == GuidanceSettings(mode="hard")
+
+
+def test_soft_path_regions_are_classified_by_the_model_and_pulled_to_normal_by_their_score():
+    seed_everything(0)
+    regions = region_list(n_defects=8, n_whole=0)
+    # the same crops again, as soft-path regions (MEBin found nothing): one at the set's weakest score,
+    # one strong enough that the model alone decides
+    for number, score in ((0, 0.0), (1, 0.6)):
+        soft = make_region(number, "square")
+        soft.image_index, soft.score, soft.source = 4 + number, score, "soft"
+        regions.append(soft)
+    model = make_model(epochs=1)
+    model.prepare(regions)
+    fit(model, epochs=1)
+    found = model.discover()
+    plain = model.classify_regions(regions)  # the same rule on the inference path
+    np.testing.assert_allclose(found.region_probabilities, plain, atol=1e-5)
+    weakest, strong = found.region_probabilities[-2], found.region_probabilities[-1]
+    assert weakest.argmax() == model.normal_index  # w = 0.5: normal whatever the model says
+    model_only = model.classify_regions([make_region(1, "square")])[0]  # same crop, a MEBin region
+    np.testing.assert_allclose(strong, model_only, atol=1e-5)  # score 0.6: w = 0
+    assert found.image_classes[4] == model.normal_index
+
+
+def test_nothing_found_setting_is_saved_and_checked(tmp_path):
+    with pytest.raises(ValueError, match="nothing_found"):
+        make_model(nothing_found="maybe")
+    assert make_model().nothing_found == "soft"
+    assert make_model(nothing_found="normal").hparams["nothing_found"] == "normal"

@@ -12,6 +12,8 @@ from anomalib_ncd.regions.crops import (
     square_around,
 )
 
+REFERENCE = CropSettings(sizing="image")  # AnomalyNCD's published rule
+
 
 def _mask(shape, *rects):
     mask = np.zeros(shape, dtype=bool)
@@ -22,31 +24,51 @@ def _mask(shape, *rects):
 
 def test_square_follows_published_half_side_rule():
     # 40x20 defect in a 200x200 image: half = max(int(40 * 1.1 / 2), int(0.1 * 200)) = max(22, 20) = 22
-    box = square_around((80, 90, 120, 110), (200, 200), CropSettings())
+    box = square_around((80, 90, 120, 110), (200, 200), REFERENCE)
     assert box == (100 - 22, 100 - 22, 100 + 22, 100 + 22)
 
 
 def test_small_defect_gets_minimum_size_and_big_defect_is_capped():
-    small = square_around((100, 100, 102, 102), (300, 300), CropSettings())
+    small = square_around((100, 100, 102, 102), (300, 300), REFERENCE)
     assert small[2] - small[0] == 2 * int(0.1 * 300)
-    huge = square_around((0, 0, 300, 290), (300, 300), CropSettings())
+    huge = square_around((0, 0, 300, 290), (300, 300), REFERENCE)
     assert huge == (0, 0, 300, 300)
 
 
 def test_square_is_shifted_inside_the_image_at_borders():
-    box = square_around((0, 0, 4, 4), (100, 100), CropSettings())
+    box = square_around((0, 0, 4, 4), (100, 100), REFERENCE)
     assert box[0] == 0 and box[1] == 0 and box[2] == 20 and box[3] == 20
-    box = square_around((96, 96, 100, 100), (100, 100), CropSettings())
+    box = square_around((96, 96, 100, 100), (100, 100), REFERENCE)
     assert box == (80, 80, 100, 100)
 
 
 def test_odd_aspect_ratio_region_spans_short_side_without_leaving_image():
     # 60 x 600 image (MTD-like strip): min half-side 60 > short side / 2
-    box = square_around((300, 20, 310, 30), (60, 600), CropSettings())
+    box = square_around((300, 20, 310, 30), (60, 600), REFERENCE)
     x0, y0, x1, y1 = box
     assert (y0, y1) == (0, 60)
     assert x1 - x0 == 120 and x0 <= 300 and x1 >= 310
     assert x0 >= 0 and x1 <= 600
+
+
+def test_defect_sizing_is_in_units_of_the_defect_whatever_the_image_size():
+    # a 30 px defect: side 2 * 30 = 60 in a 300 px image and in a 3000 px one (the reference: 60 and 600)
+    for long_side in (300, 3000):
+        box = square_around((100, 100, 130, 110), (long_side, long_side), CropSettings())
+        assert box[2] - box[0] == box[3] - box[1] == 60
+        reference = square_around((100, 100, 130, 110), (long_side, long_side), REFERENCE)
+        assert reference[2] - reference[0] == max(2 * int(30 * 1.1 / 2), 2 * int(0.1 * long_side))
+
+
+def test_defect_sizing_floor_and_cap():
+    tiny = square_around((50, 50, 52, 52), (1000, 1000), CropSettings(min_pixels=32))
+    assert tiny[2] - tiny[0] == 32
+    large = square_around((0, 0, 200, 180), (300, 300), CropSettings())
+    assert large == (0, 0, 300, 300)
+    with pytest.raises(ValueError, match="sizing"):
+        CropSettings(sizing="huge")
+    with pytest.raises(ValueError, match="context"):
+        CropSettings(context=0.5)
 
 
 def test_box_gap():
