@@ -77,7 +77,7 @@ REGION_STAGES: dict[str, dict[str, Any]] = {
 }
 
 
-def _peak_gb() -> float:
+def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
@@ -134,7 +134,7 @@ def patch_scores(score_maps: list[np.ndarray], grid: tuple[int, int]) -> np.ndar
     return np.stack(pooled)
 
 
-def masked_pooling_kmeans(cache: Any, n_regions: int, seed: int, spherical: bool = False) -> np.ndarray:
+def masked_pooling_kmeans(cache: Any, n_regions: int, n_classes: int, seed: int, spherical: bool = False) -> np.ndarray:
     """The strongest training-free baseline: frozen tokens averaged inside the anomaly mask, then k-means.
 
     ``spherical``: the descriptors are L2-normalised first (k-means on the sphere, cosine geometry).
@@ -142,15 +142,17 @@ def masked_pooling_kmeans(cache: Any, n_regions: int, seed: int, spherical: bool
     descriptors = anomaly_pooled(cache.tokens[:n_regions, 0], cache.anomaly[:n_regions, 0]).numpy()
     if spherical:
         descriptors = descriptors / np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
-    return KMeansBaseline(N_CLASSES, seed=seed).fit_predict(descriptors)
+    return KMeansBaseline(n_classes, seed=seed).fit_predict(descriptors)
 
 
-def path_shares(regions: RegionSet, types: np.ndarray, image_classes: np.ndarray, normal_index: int) -> dict:
+def path_shares(
+    regions: RegionSet, types: np.ndarray, image_classes: np.ndarray, normal_index: int, normal_type: str
+) -> dict:
     """Share of defect images classified by their content, and of normal images called normal."""
     by_content = np.zeros(len(types), dtype=bool)
     for region in regions:
         by_content[region.image_index] |= region.source != "none"
-    normal = types == "Free"
+    normal = types == normal_type
     return {
         "defect_by_content": float(by_content[~normal].mean()),
         "normal_called_normal": float((image_classes[normal] == normal_index).mean()),
@@ -162,7 +164,7 @@ def seeded_model(args: argparse.Namespace, **overrides: Any) -> AnomalyNCD:
     """The CPU-profile model of the benchmark, built after seeding (identical initial weights)."""
     pl.seed_everything(args.seed, verbose=False)
     return AnomalyNCD(
-        n_novel_classes=N_CLASSES,
+        n_novel_classes=args.n_classes,
         backbone=CPU_BACKBONE,
         views={"n_views": args.n_views},
         seed=args.seed,
@@ -196,10 +198,10 @@ def run_source(
         "region": clustering_report(region_types, found.region_classes).as_dict(),
         "train_s": train_s,
         "epoch_s": train_s / args.epochs,
-        **path_shares(regions, types, found.image_classes, int(model.normal_index or 0)),
+        **path_shares(regions, types, found.image_classes, int(model.normal_index or 0), args.normal_type),
     }
     for label, spherical in (("masked_pooling_kmeans", False), ("masked_pooling_spherical_kmeans", True)):
-        labels = masked_pooling_kmeans(cache, len(regions), args.seed, spherical)
+        labels = masked_pooling_kmeans(cache, len(regions), args.n_classes, args.seed, spherical)
         results[label] = {
             "image": clustering_report(types, image_labels_of_regions(labels, regions, len(types))).as_dict(),
             "region": clustering_report(region_types, labels).as_dict(),
@@ -207,7 +209,7 @@ def run_source(
 
     start = time.perf_counter()
     pooled = cache.tokens[: len(regions), 0].float().mean(dim=1).numpy()
-    kmeans_labels = KMeansBaseline(N_CLASSES, seed=args.seed).fit_predict(pooled)
+    kmeans_labels = KMeansBaseline(args.n_classes, seed=args.seed).fit_predict(pooled)
     results["kmeans"] = {
         "image": clustering_report(types, image_labels_of_regions(kmeans_labels, regions, len(types))).as_dict(),
         "region": clustering_report(region_types, kmeans_labels).as_dict(),
@@ -217,7 +219,7 @@ def run_source(
     start = time.perf_counter()
     tokens = whole_image_tokens(model, image_paths).numpy()
     scores = patch_scores(score_maps, model.model.backbone.grid)
-    clustering = AnomalyClustering(N_CLASSES)
+    clustering = AnomalyClustering(args.n_classes)
     ac_labels = clustering.fit_predict(tokens, scores)
     results["anomaly_clustering"] = {
         "image": clustering_report(types, ac_labels).as_dict(),
@@ -323,6 +325,7 @@ def main() -> None:
     parser.add_argument("--neu-det", type=Path, default=DEFAULT_MTD.parent / "neu-det")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/ncd_mtd"))
     args = parser.parse_args()
+    args.n_classes, args.normal_type = N_CLASSES, "Free"
     if not args.mtd.is_dir():
         raise SystemExit(f"MTD not found at {args.mtd}")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -366,8 +369,8 @@ def main() -> None:
         report[source] = results
     fits = [value.get("detector_fit_s", 0.0) for key, value in report.items() if key.startswith("detector/")]
     total = time.perf_counter() - start - (fits[0] if fits else 0.0)
-    report["total_s"], report["peak_rss_gb"] = total, _peak_gb()
-    print(f"\ntotal {total:.0f} s (detector training excluded), peak RSS {_peak_gb():.1f} GB")
+    report["total_s"], report["peak_rss_gb"] = total, peak_gb()
+    print(f"\ntotal {total:.0f} s (detector training excluded), peak RSS {peak_gb():.1f} GB")
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "results.json", json.dumps(report, indent=2, default=str))
 

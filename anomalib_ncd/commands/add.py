@@ -84,7 +84,9 @@ def add(
         msg = f"{run_dir} has no saved maps ({MAPS_FOLDER}/index.csv): the new-kind threshold needs the earlier regions"
         raise FileNotFoundError(msg)
     batch_files = list_images(images)
-    batch_maps = maps_of_images(batch_files, maps, state.get("detector_checkpoint"), accelerator, devices)
+    batch_maps = maps_of_images(
+        batch_files, maps, state.get("detector_checkpoint"), accelerator, devices, state.get("detector_input")
+    )
 
     from anomalib_ncd.discovery.continual import add_batch
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
@@ -119,6 +121,7 @@ def add(
         category=state.get("category", ""),
         parent=str(run_dir),
         detector_checkpoint=state.get("detector_checkpoint"),
+        detector_input=state.get("detector_input"),
     )
     atomic_write_text(new_run / CONFIG_FILE, config_yaml(arguments))
     save_model_checkpoint(update.model, new_run / CHECKPOINT)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
 from anomalib_ncd.backbones.offline_weights import DEFAULT_BACKBONE
+from anomalib_ncd.data.letterbox import MIN_INPUT_SIZE, choose_input_size
 from anomalib_ncd.maps.map_set import AnomalyMapSet
 
 logger = logging.getLogger("anomalib_ncd")
@@ -32,8 +33,14 @@ class DetectorSettings:
         maps: a folder of saved anomaly maps (``index.csv`` from ``AnomalyMapExporter``, or one map
             per image in the dataset's layout, as the AnomalyNCD authors distribute them).
         backbone: timm backbone of the Patchcore trained here.
-        image_size: detector input size (square) of the Patchcore trained here, and the size images
-            are batched at for a checkpoint whose input size cannot be read from its pre-processor.
+        image_size: detector input size (square side) of the Patchcore trained here, and the size
+            images are batched at for a checkpoint whose input size cannot be read from its
+            pre-processor; ``auto`` chooses it from the training images
+            (:func:`~anomalib_ncd.data.letterbox.choose_input_size`: their median long side, in
+            ``[256, 512]``; 256 for a checkpoint).
+        letterbox: the Patchcore trained here sees each image with its aspect ratio kept inside the
+            square (:mod:`~anomalib_ncd.data.letterbox`) instead of squashed; its maps are cropped
+            back to the image. Checkpoints from elsewhere are run as they were trained (squashed).
         coreset_sampling_ratio: Patchcore's memory-bank subsampling.
         max_train_images: train the Patchcore on at most this many normal images (a deterministic
             sample; ``None``: all). Patchcore's greedy coreset is slow on a few CPU cores.
@@ -43,7 +50,8 @@ class DetectorSettings:
     model: str | None = None
     maps: str | None = None
     backbone: str = DEFAULT_BACKBONE
-    image_size: int = 256
+    image_size: int | Literal["auto"] = "auto"
+    letterbox: bool = True
     coreset_sampling_ratio: float = 0.01
     max_train_images: int | None = None
 
@@ -75,7 +83,7 @@ def anomaly_maps(
     accelerator: str = "auto",
     devices: int | str = 1,
     seed: int = 0,
-) -> tuple[AnomalyMapSet, str | None]:
+) -> tuple[AnomalyMapSet, str | None, dict[str, Any] | None]:
     """The raw anomaly maps of the table's test images.
 
     Args:
@@ -89,31 +97,72 @@ def anomaly_maps(
         seed: seed of the training-image sample.
 
     Returns:
-        The maps (with the table's ground truth) and the detector checkpoint (``None`` for saved maps).
+        The maps (with the table's ground truth), the detector checkpoint and how images are fed to
+        it (``{"image_size": ..., "letterbox": ...}``, for ``predict`` to do the same), both ``None``
+        for saved maps.
 
     Raises:
         FileNotFoundError: when the checkpoint or the maps folder does not exist.
         ValueError: when both a checkpoint and maps are given, or a detector is to be trained on a
             dataset without normal training images.
     """
-    from anomalib_ncd.data import to_anomalib_datamodule
     from anomalib_ncd.maps.folder import load_map_folder
-    from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps
+    from anomalib_ncd.maps.from_anomalib import load_anomalib_model
 
     test = table[table["split"] == "test"]
     settings.check()
     if settings.maps is not None:
-        return load_map_folder(settings.maps, samples=test), None
+        return load_map_folder(settings.maps, samples=test), None, None
+    letterbox = False
     if settings.checkpoint is not None:
         model = load_anomalib_model(settings.checkpoint, settings.model)
         checkpoint = str(Path(settings.checkpoint).resolve())
-        image_size = input_size(model) or settings.image_size
+        fallback = MIN_INPUT_SIZE if settings.image_size == "auto" else settings.image_size
+        image_size: int | tuple[int, int] = input_size(model) or fallback
     else:
-        model, checkpoint = _train_patchcore(settings, table, dataset, category, workdir, accelerator, devices, seed)
-        image_size = settings.image_size
-    datamodule = to_anomalib_datamodule(test, dataset, category=category, image_size=image_size)
-    maps = predict_maps(model, datamodule, samples=test, accelerator=accelerator, devices=devices)
-    return maps, checkpoint
+        model, checkpoint, image_size = _train_patchcore(
+            settings, table, dataset, category, workdir, accelerator, devices, seed
+        )
+        letterbox = settings.letterbox
+    maps = detector_maps_of(model, test, dataset, category, image_size, letterbox, accelerator, devices)
+    return maps, checkpoint, {"image_size": image_size, "letterbox": letterbox}
+
+
+def detector_maps_of(
+    model: Any,
+    samples: pd.DataFrame,
+    dataset: str,
+    category: str,
+    image_size: int | tuple[int, int],
+    letterbox: bool,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+) -> AnomalyMapSet:
+    """Run a detector on the images of a sample table and collect its raw maps, letterboxed or not.
+
+    Args:
+        model: the anomalib detector.
+        samples: the images (every row is mapped).
+        dataset: dataset name (anomalib's results path).
+        category: category name.
+        image_size: the detector's input size.
+        letterbox: letterbox the images (an int ``image_size``); the maps are cropped back to each
+            image's content, so they have the image's aspect ratio.
+        accelerator: Lightning accelerator.
+        devices: Lightning devices.
+
+    Returns:
+        The maps, with the table's ground truth.
+    """
+    from anomalib_ncd.data import to_anomalib_datamodule
+    from anomalib_ncd.data.letterbox import unletterbox_map
+    from anomalib_ncd.maps.from_anomalib import predict_maps
+
+    datamodule = to_anomalib_datamodule(samples, dataset, category=category, image_size=image_size, letterbox=letterbox)
+    maps = predict_maps(model, datamodule, samples=samples, accelerator=accelerator, devices=devices)
+    if letterbox:
+        maps.maps = [unletterbox_map(m, shape) for m, shape in zip(maps.maps, maps.image_shapes, strict=True)]
+    return maps
 
 
 def input_size(model: Any) -> tuple[int, int] | None:
@@ -144,8 +193,11 @@ def _train_patchcore(
     accelerator: str,
     devices: int | str,
     seed: int,
-) -> tuple[Any, str]:
+) -> tuple[Any, str, int]:
+    from anomalib.models import Patchcore
+
     from anomalib_ncd.data import to_anomalib_datamodule
+    from anomalib_ncd.data.image_io import read_image_size
     from anomalib_ncd.data.mtd import cap_detector_training
     from anomalib_ncd.detector import make_patchcore, train_detector
 
@@ -157,12 +209,23 @@ def _train_patchcore(
         raise ValueError(msg)
     if settings.max_train_images is not None:
         table = cap_detector_training(table, settings.max_train_images, seed)
-    size = settings.image_size
-    datamodule = to_anomalib_datamodule(table, dataset, category=category, image_size=(size, size))
-    model = make_patchcore(settings.backbone, coreset_sampling_ratio=settings.coreset_sampling_ratio)
-    n_train = int((table["split"] == "train").sum())
-    logger.info("Training Patchcore (%s) on %d normal images", settings.backbone, n_train)
+    train = table[table["split"] == "train"]
+    if settings.image_size == "auto":
+        size = choose_input_size([read_image_size(path) for path in train["image_path"]])
+    else:
+        size = int(settings.image_size)
+    datamodule = to_anomalib_datamodule(
+        table, dataset, category=category, image_size=size, letterbox=settings.letterbox
+    )
+    model = make_patchcore(
+        settings.backbone,
+        coreset_sampling_ratio=settings.coreset_sampling_ratio,
+        # the datamodule already gives size x size inputs: the pre-processor must not resize again
+        pre_processor=Patchcore.configure_pre_processor(image_size=(size, size)),
+    )
+    how = "letterboxed" if settings.letterbox else "squashed"
+    logger.info("Training Patchcore (%s) on %d normal images, %d px %s", settings.backbone, len(train), size, how)
     engine = train_detector(
         model, datamodule, root_dir=workdir / "detector", max_epochs=1, accelerator=accelerator, devices=devices
     )
-    return model, str(Path(engine.trainer.checkpoint_callback.best_model_path).resolve())
+    return model, str(Path(engine.trainer.checkpoint_callback.best_model_path).resolve()), size

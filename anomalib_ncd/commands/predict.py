@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml
 from anomalib_ncd.io import atomic_write_text
@@ -59,7 +59,9 @@ def predict(
         msg = f"{run_dir} is not a completed discover run"
         raise ValueError(msg)
     image_files = list_images(images)
-    map_set = maps_of_images(image_files, maps, state.get("detector_checkpoint"), accelerator, devices)
+    map_set = maps_of_images(
+        image_files, maps, state.get("detector_checkpoint"), accelerator, devices, state.get("detector_input")
+    )
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
     from anomalib_ncd.pipeline.estimator import DefectDiscovery
 
@@ -119,7 +121,12 @@ def list_images(images: str | Path) -> list[Path]:
 
 
 def maps_of_images(
-    image_files: list[Path], maps: str | None, detector_checkpoint: str | None, accelerator: str, devices: int
+    image_files: list[Path],
+    maps: str | None,
+    detector_checkpoint: str | None,
+    accelerator: str,
+    devices: int,
+    detector_input: dict[str, Any] | None = None,
 ) -> AnomalyMapSet:
     """Raw anomaly maps of new images: from a saved maps folder, or by running the run's detector.
 
@@ -130,6 +137,8 @@ def maps_of_images(
             saved maps).
         accelerator: Lightning accelerator of the detector.
         devices: number of devices.
+        detector_input: how the run fed images to its detector (``run.json``'s ``detector_input``:
+            ``image_size`` and ``letterbox``); ``None``: the checkpoint's own input size, squashed.
 
     Returns:
         The map set (no ground truth).
@@ -139,7 +148,7 @@ def maps_of_images(
     """
     from anomalib_ncd.data.samples import make_sample_table
     from anomalib_ncd.maps.folder import load_map_folder
-    from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps
+    from anomalib_ncd.maps.from_anomalib import load_anomalib_model
 
     samples = make_sample_table(
         {"image_path": str(path), "defect_type": "unknown", "is_normal": False, "split": "test"} for path in image_files
@@ -150,12 +159,14 @@ def maps_of_images(
         msg = "this run was discovered from saved maps and has no detector: give the new images' maps with --maps"
         raise ValueError(msg)
     else:
-        from anomalib_ncd.commands.detector_maps import input_size
-        from anomalib_ncd.data import to_anomalib_datamodule
+        from anomalib_ncd.commands.detector_maps import detector_maps_of, input_size
 
         detector = load_anomalib_model(detector_checkpoint)
-        datamodule = to_anomalib_datamodule(samples, "predict", image_size=input_size(detector) or 256)
-        map_set = predict_maps(detector, datamodule, accelerator=accelerator, devices=devices)
+        recorded = detector_input or {}
+        image_size = recorded.get("image_size") or input_size(detector) or 256
+        size = tuple(image_size) if isinstance(image_size, list) else image_size
+        letterbox = bool(recorded.get("letterbox", False))
+        map_set = detector_maps_of(detector, samples, "predict", "", size, letterbox, accelerator, devices)
     map_set.defect_types = None  # the placeholder type is not ground truth
     map_set.is_normal = None
     return map_set

@@ -27,6 +27,7 @@ from anomalib.data import MVTecAD, Tabular
 from anomalib.data.utils import TestSplitMode, ValSplitMode
 from torchvision.transforms.v2 import Resize
 
+from anomalib_ncd.data.letterbox import Letterbox
 from anomalib_ncd.data.mask_cache import anomalib_mask_path
 from anomalib_ncd.data.samples import validate_sample_table
 
@@ -87,6 +88,7 @@ def to_anomalib_datamodule(
     num_workers: int = 0,
     mask_cache_dir: str | Path | None = None,
     seed: int | None = None,
+    letterbox: bool = False,
 ) -> Tabular:
     """Build anomalib's ``Tabular`` datamodule for a sample table.
 
@@ -102,6 +104,9 @@ def to_anomalib_datamodule(
         num_workers: data-loader worker processes.
         mask_cache_dir: where converted masks are written.
         seed: seed for anomalib's own random splits (unused with the modes chosen here).
+        letterbox: keep each image's aspect ratio inside a square ``image_size`` (an int) instead of
+            squashing it (:class:`~anomalib_ncd.data.letterbox.Letterbox`; crop the detector's maps
+            back with :func:`~anomalib_ncd.data.letterbox.unletterbox_map`).
 
     Returns:
         The datamodule (call ``setup()`` or pass it to ``Engine.fit``).
@@ -117,7 +122,7 @@ def to_anomalib_datamodule(
         train_batch_size=train_batch_size,
         eval_batch_size=eval_batch_size,
         num_workers=num_workers,
-        augmentations=resize_augmentation(image_size),
+        augmentations=resize_augmentation(image_size, letterbox),
         test_split_mode=choose_test_split_mode(samples),
         val_split_mode=VAL_SPLIT_MODE,
         seed=seed,
@@ -193,16 +198,26 @@ def choose_test_split_mode(samples: pd.DataFrame) -> TestSplitMode:
     return TestSplitMode.FROM_DIR if test_has_normal else TestSplitMode.NONE
 
 
-def resize_augmentation(image_size: ImageSize | None) -> Resize | None:
+def resize_augmentation(image_size: ImageSize | None, letterbox: bool = False) -> Resize | Letterbox | None:
     """Return the datamodule transform that resizes images and masks, or ``None`` to keep their size.
 
     Args:
         image_size: ``(height, width)``, one int for a square, or ``None``.
+        letterbox: keep the aspect ratio inside the square (``image_size`` must be one side).
 
     Returns:
-        An antialiased ``Resize``, or ``None``.
+        An antialiased ``Resize``, a :class:`~anomalib_ncd.data.letterbox.Letterbox`, or ``None``.
+
+    Raises:
+        ValueError: when a letterbox is asked for a non-square size.
     """
     if image_size is None:
         return None
+    if letterbox:
+        sides = {image_size} if isinstance(image_size, int) else set(image_size)
+        if len(sides) != 1:
+            msg = f"a letterbox needs a square input size, got {image_size}"
+            raise ValueError(msg)
+        return Letterbox(sides.pop())
     size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
     return Resize(size, antialias=True)

@@ -279,6 +279,7 @@ class AnomalyNCD(AnomalibModule):
             self.training_settings.teacher_temperature,
         )
         self._epoch_head_losses: list[torch.Tensor] = []
+        self._epoch_draws: list[Any] = []  # the training set and sampler: their draws follow the epoch
         self.cache: ViewCache | None = None
         self.labels: torch.Tensor | None = None
         self.n_unlabeled = 0
@@ -436,14 +437,14 @@ class AnomalyNCD(AnomalibModule):
         if self.cache is None or self.labels is None:
             msg = "call prepare(regions) before training: the model trains on a cache of region views"
             raise RuntimeError(msg)
-        dataset = ViewPairDataset(self.cache, self.labels)
-        sampler = balanced_sampler(self.labels)
+        dataset = ViewPairDataset(self.cache, self.labels, seed=self.seed)
+        sampler = balanced_sampler(self.labels, seed=self.seed)
         batch_size = min(self.training_settings.batch_size, len(dataset))
+        self._epoch_draws = [dataset, sampler]
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            shuffle=sampler is None,
             drop_last=len(dataset) > batch_size,
             num_workers=0,
         )
@@ -456,6 +457,11 @@ class AnomalyNCD(AnomalibModule):
             features = self._plain_features(unlabeled_only=True)
             init_prototypes(self.model.heads, features.to(self.device), seed=self.seed)
             self.prototypes_initialised.fill_(True)
+
+    def on_train_epoch_start(self) -> None:
+        """Draw this epoch's regions and view pairs from ``(seed, epoch)``: a resumed run repeats them."""
+        for draws in self._epoch_draws:
+            draws.epoch = self.current_epoch
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One step of the AnomalyNCD loss on two views of each region of the batch.

@@ -162,13 +162,21 @@ def test_pairs_are_two_different_augmented_views_of_one_region():
     assert seen == {1, 2, 3, 4}  # every augmented view is used, the plain view 0 never
 
 
-def test_pairs_are_reproducible_with_a_seed():
-    dataset = ViewPairDataset(numbered_cache(), torch.full((6,), -1))
-    torch.manual_seed(3)
+def test_pairs_depend_on_seed_epoch_and_index_only():
+    dataset = ViewPairDataset(numbered_cache(), torch.full((6,), -1), seed=3)
+    dataset.epoch = 2
     first = [dataset[i]["tokens"] for i in range(6)]
-    torch.manual_seed(3)
+    torch.manual_seed(123)  # the global generator plays no part
+    dataset.epoch = 0
+    _ = [dataset[i] for i in range(6)]
+    dataset.epoch = 2
     second = [dataset[i]["tokens"] for i in range(6)]
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    pairs = set()
+    for epoch in range(8):
+        dataset.epoch = epoch
+        pairs.add(tuple(dataset[0]["tokens"][:, 0, 0].tolist()))
+    assert len(pairs) > 1  # epochs draw different pairs
 
 
 def test_pair_dataset_checks_the_labels():
@@ -176,9 +184,16 @@ def test_pair_dataset_checks_the_labels():
         ViewPairDataset(numbered_cache(), torch.full((5,), -1))
 
 
-def test_balanced_sampler_is_none_for_a_single_kind():
-    assert balanced_sampler(torch.full((8,), -1)) is None
-    assert balanced_sampler(torch.tensor([0, 1, 2, 0])) is None
+def test_balanced_sampler_is_a_seeded_shuffle_for_a_single_kind():
+    for labels in (torch.full((8,), -1), torch.tensor([0, 1, 2, 0])):
+        sampler = balanced_sampler(labels, seed=1)
+        sampler.set_epoch(4)
+        order = list(sampler)
+        assert sorted(order) == list(range(len(labels)))
+        sampler.set_epoch(4)
+        assert list(sampler) == order
+        sampler.set_epoch(5)
+        assert sorted(sampler) == list(range(len(labels)))
 
 
 def test_balanced_sampler_draws_labeled_and_unlabeled_about_equally():
@@ -186,8 +201,11 @@ def test_balanced_sampler_draws_labeled_and_unlabeled_about_equally():
     sampler = balanced_sampler(labels)
     assert sampler is not None
     assert len(sampler) == 20
-    torch.manual_seed(0)
-    draws = torch.tensor([index for _ in range(200) for index in sampler])
+    draws = []
+    for epoch in range(200):
+        sampler.set_epoch(epoch)
+        draws += list(sampler)
+    draws = torch.tensor(draws)
     assert draws.numel() == 4000
     labeled = (labels[draws] >= 0).float().mean().item()
     assert 0.45 < labeled < 0.55

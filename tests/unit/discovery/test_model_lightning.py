@@ -444,3 +444,36 @@ def test_nothing_found_setting_is_saved_and_checked(tmp_path):
         make_model(nothing_found="maybe")
     assert make_model().nothing_found == "soft"
     assert make_model(nothing_found="normal").hparams["nothing_found"] == "normal"
+
+
+def test_resumed_training_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    regions = region_list(n_defects=8, n_whole=2)
+
+    def trained(epochs, resume=None, checkpoint_dir=None):
+        seed_everything(0)
+        model = make_model(epochs=3)
+        model.prepare(regions)
+        callbacks = [ModelCheckpoint(dirpath=checkpoint_dir, save_last=True)] if checkpoint_dir else []
+        trainer = Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=bool(checkpoint_dir),
+            callbacks=callbacks,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+        )
+        torch.manual_seed(99 if resume else 0)  # a resumed process starts from another global state
+        trainer.fit(model, ckpt_path=resume)
+        return model
+
+    uninterrupted = trained(3)
+    trained(1, checkpoint_dir=tmp_path / "ckpt")  # "killed" after its first epoch
+    resumed = trained(3, resume=str(tmp_path / "ckpt" / "last.ckpt"))
+    for name, value in uninterrupted.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    expected, got = uninterrupted.discover(), resumed.discover()
+    np.testing.assert_array_equal(expected.region_probabilities, got.region_probabilities)
