@@ -366,12 +366,14 @@ MAX_DEFECT_AREA = 0.05
 
 _AREA_TOLERANCE = 0.1  # an accepted defect's area is within 10% of its drawn area
 _FIT_STEPS = 10
+_PLACEMENT_TRIES = 10
 
 # A shape renderer maps a linear size to (labels, weight) on a local canvas centred on the shape:
 # labels 0 outside, 1 body, 2 rim; weight in [0, 1] scales the blend toward the type's tone.
 ShapeRenderer = Callable[[float], tuple[np.ndarray, np.ndarray]]
-# A shape drawer draws one random shape: (rng, target pixels) -> (renderer, first size guess).
-ShapeDrawer = Callable[[np.random.Generator, float], tuple[ShapeRenderer, float]]
+# A shape drawer draws one random shape: (rng, target pixels, image's shorter side) -> (renderer,
+# first size guess).
+ShapeDrawer = Callable[[np.random.Generator, float, int], tuple[ShapeRenderer, float]]
 
 
 @dataclass(frozen=True)
@@ -464,18 +466,16 @@ def paint_small_defect(
     highest = min(high * total, (1 + _AREA_TOLERANCE) * target)
     drawer, exponent, tones = _SMALL_TYPES[defect_type]
     for _ in range(_MAX_ATTEMPTS):
-        render, size = drawer(rng, target)
+        render, size = drawer(rng, target, min(allowed.shape))
         labels, weight = _fit_size(render, size, exponent, target, max(allowed.shape))
         body = labels > 0
         if not lowest <= np.count_nonzero(body) <= highest:
             continue
-        centre_x, centre_y = _random_point(allowed, rng)
-        top, left = int(centre_y) - labels.shape[0] // 2, int(centre_x) - labels.shape[1] // 2
+        corner = _place(body, allowed, rng)
+        if corner is None:
+            continue
+        top, left = corner
         bottom, right = top + labels.shape[0], left + labels.shape[1]
-        if top < 0 or left < 0 or bottom > allowed.shape[0] or right > allowed.shape[1]:
-            continue
-        if not allowed[top:bottom, left:right][body].all():
-            continue
         patch = clean[top:bottom, left:right]
         source = patch.astype(np.float32) / np.float32(scale)
         painted = patch
@@ -493,8 +493,8 @@ def paint_small_defect(
             area=float(np.count_nonzero(body)) / total,
             faint=faint,
             contrast=contrast,
-            x=int(centre_x),
-            y=int(centre_y),
+            x=left + labels.shape[1] // 2,
+            y=top + labels.shape[0] // 2,
         )
         return image, mask, defect
     msg = f"could not fit a {defect_type} of {target_area:.4%} of the image in the allowed region"
@@ -513,6 +513,34 @@ def check_defect_area(area_range: tuple[float, float]) -> None:
     if len(area_range) != 2 or not 0 < area_range[0] <= area_range[1] <= MAX_DEFECT_AREA:
         msg = f"defect_area must be (low, high) with 0 < low <= high <= {MAX_DEFECT_AREA}, got {area_range}"
         raise ValueError(msg)
+
+
+def _place(body: np.ndarray, allowed: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
+    """Return the ``(top, left)`` of a random position where ``body`` lies wholly in ``allowed``.
+
+    A few random centres first (cheap, and enough on textures); then, for a shape that fits only
+    in few places (a long line on the washer's ring), every fitting position from one FFT
+    correlation, or ``None`` when there is none.
+    """
+    height, width = body.shape
+    if height > allowed.shape[0] or width > allowed.shape[1]:
+        return None
+    for _ in range(_PLACEMENT_TRIES):
+        centre_x, centre_y = _random_point(allowed, rng)
+        top, left = int(centre_y) - height // 2, int(centre_x) - width // 2
+        if top < 0 or left < 0 or top + height > allowed.shape[0] or left + width > allowed.shape[1]:
+            continue
+        if allowed[top : top + height, left : left + width][body].all():
+            return top, left
+    from scipy.signal import fftconvolve
+
+    # Pixels of the body off the allowed region, for every (top, left): a correlation.
+    outside = fftconvolve((~allowed).astype(np.float32), body[::-1, ::-1].astype(np.float32), mode="valid")
+    fitting = np.flatnonzero(outside < 0.5)
+    if fitting.size == 0:
+        return None
+    top, left = np.divmod(int(fitting[rng.integers(fitting.size)]), outside.shape[1])
+    return int(top), int(left)
 
 
 def _fit_size(
@@ -548,14 +576,14 @@ def _polyline_shape(paths: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np
 
 def _line_thickness(target: float) -> int:
     # Thin at every size; a larger area makes the line longer first, a little thicker second.
-    return 1 if target < 600 else 2 if target < 1800 else 3
+    return 1 if target < 600 else 2 if target < 1800 else 3 if target < 3500 else 4
 
 
-def _small_scratch(rng: np.random.Generator, target: float) -> tuple[ShapeRenderer, float]:
+def _small_scratch(rng: np.random.Generator, target: float, side: int) -> tuple[ShapeRenderer, float]:
     """1-2 (more for large areas) nearly parallel, slightly bent, thin bright lines."""
     thickness = _line_thickness(target)
-    # Lines no longer than ~450 px (the image's shorter side is 768 px in the preset).
-    n_lines = max(int(rng.integers(1, 3)), int(np.ceil(target / (thickness * 450))))
+    # More lines rather than lines longer than 40% of the shorter side, so that they fit.
+    n_lines = max(int(rng.integers(1, 3)), int(np.ceil(target / (thickness * 0.4 * side))))
     angle = rng.uniform(0, np.pi)
     spacing = 3 * thickness + rng.uniform(2, 5)
     tilts = rng.uniform(-0.04, 0.04, n_lines)
@@ -579,10 +607,11 @@ def _small_scratch(rng: np.random.Generator, target: float) -> tuple[ShapeRender
     return render, target / (thickness * n_lines * 0.85)
 
 
-def _small_crack(rng: np.random.Generator, target: float) -> tuple[ShapeRenderer, float]:
+def _small_crack(rng: np.random.Generator, target: float, side: int) -> tuple[ShapeRenderer, float]:
     """A jagged random-walk dark line with one or two thinner side branches."""
     thickness = _line_thickness(target)
-    n_steps = int(rng.integers(10, 16))
+    # Steps of at most ~3% of the shorter side (more of them for a long crack): jagged and compact.
+    n_steps = max(int(rng.integers(10, 16)), min(60, int(np.ceil(target / (thickness * 0.04 * side)))))
     heading = rng.uniform(0, 2 * np.pi)
     turns = rng.uniform(-0.6, 0.6, n_steps)
     branches = []
@@ -609,7 +638,7 @@ def _small_crack(rng: np.random.Generator, target: float) -> tuple[ShapeRenderer
     return render, target / (thickness * n_total)
 
 
-def _small_hole(rng: np.random.Generator, target: float) -> tuple[ShapeRenderer, float]:
+def _small_hole(rng: np.random.Generator, target: float, side: int) -> tuple[ShapeRenderer, float]:
     """A dark round pit (label 1) inside a bright rim (label 2)."""
     rim_ratio = rng.uniform(0.25, 0.4)
     aspect = rng.uniform(0.85, 1.0)
@@ -629,7 +658,7 @@ def _small_hole(rng: np.random.Generator, target: float) -> tuple[ShapeRenderer,
     return render, float(np.sqrt(target / np.pi)) / (1 + rim_ratio)
 
 
-def _small_stain(rng: np.random.Generator, target: float) -> tuple[ShapeRenderer, float]:
+def _small_stain(rng: np.random.Generator, target: float, side: int) -> tuple[ShapeRenderer, float]:
     """A soft, lumpy blob of one colour, denser at its core."""
     roughness = 0.4
     phases = rng.uniform(0, 2 * np.pi, 3)
@@ -655,7 +684,7 @@ def _small_stain(rng: np.random.Generator, target: float) -> tuple[ShapeRenderer
     return render, float(np.sqrt(target / (np.pi * aspect)))
 
 
-def _small_spots(rng: np.random.Generator, target: float) -> tuple[ShapeRenderer, float]:
+def _small_spots(rng: np.random.Generator, target: float, side: int) -> tuple[ShapeRenderer, float]:
     """A loose cluster of 5-11 small round dark dots."""
     n_dots = int(rng.integers(5, 12))
     offsets = rng.normal(0, 1, size=(n_dots, 2))
