@@ -301,3 +301,28 @@ def test_bad_mode_parameters(tmp_path: Path, arguments: dict, message: str) -> N
     with pytest.raises(ValueError, match=message):
         generate_synthetic_dataset(tmp_path, "brick", **arguments)
     assert not (tmp_path / "brick").exists()  # rejected before anything is written
+
+
+def test_datamodule_takes_the_mode_preset_and_reuses_its_data(tmp_path: Path) -> None:
+    from anomalib_ncd.data import SyntheticDefects
+
+    preset = SyntheticDefects(tmp_path / "preset", mode="highres_small")
+    assert preset.generated_size == (768, 1024)
+    assert preset.colour is True
+    assert preset.defect_types == DEFAULT_SMALL_DEFECT_TYPES
+    default = SyntheticDefects(tmp_path / "default")
+    assert (default.generated_size, default.colour, default.mode) == ((128, 176), False, "default")
+
+    small = {"image_size": (96, 128), "n_per_type": 1, "n_train_good": 1, "n_test_good": 1, "mode": "highres_small"}
+    datamodule = SyntheticDefects(tmp_path / "s", faint_share=1.0, bit_depth=16, **small)
+    datamodule.prepare_data()
+    marker = json.loads((tmp_path / "s" / "brick" / MARKER_FILE).read_text())
+    assert marker == datamodule.generation_parameters()
+    assert (marker["faint_share"], marker["bit_depth"]) == (1.0, 16)
+    assert SyntheticDefects(tmp_path / "s", faint_share=1.0, bit_depth=16, **small).is_generated()
+    assert not SyntheticDefects(tmp_path / "s", faint_share=0.5, bit_depth=16, **small).is_generated()
+    assert not SyntheticDefects(tmp_path / "s", faint_share=1.0, **small).is_generated()
+    records = pd.read_csv(tmp_path / "s" / "brick" / DEFECTS_FILE)
+    assert records["faint"].all()
+    image = cv2.imread(str(tmp_path / "s" / "brick" / "test" / "hole" / "000.png"), cv2.IMREAD_UNCHANGED)
+    assert (image.dtype, image.shape) == (np.uint16, (96, 128, 3))
