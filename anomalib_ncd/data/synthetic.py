@@ -12,9 +12,35 @@ so :func:`anomalib_ncd.data.mvtec.load_mvtec_ad` and anomalib's ``MVTecAD`` data
 Categories are in :mod:`anomalib_ncd.data.synthetic_backgrounds`, defect types in
 :mod:`anomalib_ncd.data.synthetic_defects`.
 
+Modes (``mode=``):
+
+``default``
+    Defects sized by the image's shorter side (a hole's radius is 4-8% of it, a scratch 25-50%
+    long...), all eight types of ``DEFECT_TYPES``, always at full contrast. Small grey images by
+    default (128 x 128 here, 128 x 176 for the CLI and ``SyntheticDefects``). Its output is unchanged
+    since before the modes existed.
+``highres_small``
+    Small defects on large images: every defect's area is a fraction of the image drawn
+    (log-uniformly) from ``defect_area`` (default ``(0.0005, 0.005)``: 0.05-0.5%), a share
+    ``faint_share`` (default 0.25) of the defects of every type are faint (low contrast), and the
+    types (``SMALL_DEFECT_TYPES``: scratch, hole, stain, crack, spots; the first four by default)
+    stay distinguishable at that size by shape and colour: a thin bright line, a black pit in a
+    bright rim, a rust-brown blob, a branching black line, a cluster of dark dots. The preset,
+    :func:`generate_highres_small`, writes 1024 x 768 (width x height) colour images on the real
+    scikit-image textures. It also writes ``defects.csv``: per defect image its type, drawn and
+    painted area fractions, faint flag, contrast factor and centre.
+
+Both modes take ``bit_depth=16`` to write 16-bit PNGs (``uint16``; read them with
+``cv2.IMREAD_UNCHANGED``): the same rendering on 257 times finer levels, so they use levels an
+8-bit image cannot hold, over most of the 16-bit range. Masks stay 8-bit 0/255.
+The CLI's built-in set takes the mode and the bit depth as ``anomalib-ncd discover --data
+synthetic --synthetic.mode highres_small --synthetic.bit_depth 16`` (see
+:mod:`anomalib_ncd.commands.datasets`), and ``SyntheticDefects`` as ``mode`` / ``bit_depth``.
+
 Determinism: every image has its own random generator seeded by ``(seed, split, type, index)``, so
-an image depends only on those and the size/colour parameters, not on which other types or how
-many images are generated. The output is identical across runs and machines with the same NumPy
+an image depends only on those and the size/colour/mode parameters, not on which other types or
+how many images are generated (whether a small defect is faint is a rule on its index, see
+:func:`is_faint`). The output is identical across runs and machines with the same NumPy
 and OpenCV versions.
 """
 
@@ -64,6 +90,7 @@ DEFAULT_FAINT_SHARE = 0.25
 """The share of faint defects in the ``highres_small`` preset."""
 
 BIT_DEPTHS: tuple[int, ...] = (8, 16)
+"""The bit depths the generator writes: 8-bit or 16-bit PNG."""
 
 
 @dataclass(frozen=True)

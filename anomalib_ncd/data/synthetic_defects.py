@@ -16,6 +16,20 @@ Types (``s`` = shorter image side):
     ``scuff``: a rotated rectangular patch whose texture is replaced by fine bright/dark streaks.
     ``burn``: a bright, irregular, soft-edged region (over-exposed / heat mark).
     ``cut``: one straight bright line, thicker than a scratch, 30-60% of ``s`` long.
+
+Small defects (:func:`paint_small_defect`, the ``highres_small`` mode): the area is a fraction of
+the image drawn log-uniformly from a range (0.05-0.5% by default: 390 to 3,900 pixels of a 1024 x
+768 image), the painted area is within 10% of it and inside the range, and the whole defect lies
+in the allowed region (never clipped). Types, as they look at that size:
+    ``scratch``: 1-2 nearly parallel, slightly bent, thin (1-4 px) *bright* lines; more lines, not
+        longer ones, beyond 40% of the shorter side.
+    ``hole``: a round *black* pit inside a *bright* rim (a ring of light around a dark dot).
+    ``stain``: one soft, lumpy *rust-brown* blob (darker grey in grey images), denser at its core.
+    ``crack``: a jagged, *black* thin random-walk line with one or two thinner side branches.
+    ``spots``: a loose cluster of 5-11 small round *dark blue-grey* dots.
+A faint defect is blended toward its colour with a contrast factor in :data:`FAINT_CONTRAST` and
+moves every pixel by at least :data:`FAINT_MIN_DELTA` levels instead of 30. In 16-bit images
+(``uint16``) every painter works on the same 8-bit scale and the levels are 257 times finer.
 """
 
 from __future__ import annotations
