@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
@@ -15,14 +16,53 @@ from anomalib_ncd.data import (
     load_typed_folder,
 )
 from anomalib_ncd.data.samples import make_sample_table
+from anomalib_ncd.data.synthetic import DEFAULT_FAINT_SHARE, DEFAULT_MODE, HIGHRES_SMALL_MODE, HIGHRES_SMALL_SIZE
+from anomalib_ncd.data.synthetic_defects import DEFAULT_DEFECT_AREA, DEFAULT_SMALL_DEFECT_TYPES
 
 if TYPE_CHECKING:
     from anomalib.data import AnomalibDataModule
 
 SYNTHETIC = "synthetic"
 
+# The built-in synthetic set of each mode (``--synthetic.mode``): generator arguments besides the
+# category and the seed. Both have four defect types, so the demo discovers 5 classes in each.
+SYNTHETIC_PRESETS: dict[str, dict[str, Any]] = {
+    DEFAULT_MODE: {"image_size": (128, 176)},
+    HIGHRES_SMALL_MODE: {
+        "mode": HIGHRES_SMALL_MODE,
+        "image_size": HIGHRES_SMALL_SIZE,
+        "colour": True,
+        "defect_types": DEFAULT_SMALL_DEFECT_TYPES,
+        "defect_area": DEFAULT_DEFECT_AREA,
+        "faint_share": DEFAULT_FAINT_SHARE,
+    },
+}
 
-def load_dataset(data: str, category: str | None, workdir: Path, seed: int) -> tuple[pd.DataFrame, str, str]:
+
+@dataclass(frozen=True)
+class SyntheticSettings:
+    """The built-in synthetic set (``--data synthetic``).
+
+    Attributes:
+        mode: ``default``: 128 x 176 grey images, defects sized by the image's side;
+            ``highres_small``: 1024 x 768 colour images, defects of 0.05-0.5% of the image area, a
+            quarter of them faint.
+        bit_depth: 8, or 16 for 16-bit PNG images.
+    """
+
+    mode: Literal["default", "highres_small"] = DEFAULT_MODE
+    bit_depth: Literal[8, 16] = 8
+
+    @property
+    def name(self) -> str:
+        """The dataset's name and folder: ``synthetic``, ``synthetic_highres_small``, ``..._16bit``."""
+        name = SYNTHETIC if self.mode == DEFAULT_MODE else f"{SYNTHETIC}_{self.mode}"
+        return name if self.bit_depth == 8 else f"{name}_{self.bit_depth}bit"
+
+
+def load_dataset(
+    data: str, category: str | None, workdir: Path, seed: int, synthetic: SyntheticSettings | None = None
+) -> tuple[pd.DataFrame, str, str]:
     """Load a dataset by path (layout detected) or generate the built-in synthetic one.
 
     Args:
@@ -30,6 +70,7 @@ def load_dataset(data: str, category: str | None, workdir: Path, seed: int) -> t
         category: MVTec AD category (or synthetic category).
         workdir: where the synthetic dataset is written.
         seed: seed of the synthetic dataset.
+        synthetic: the built-in set's mode and bit depth (``None``: the default mode, 8 bits).
 
     Returns:
         The sample table, the dataset name and the category.
@@ -38,9 +79,17 @@ def load_dataset(data: str, category: str | None, workdir: Path, seed: int) -> t
         FileNotFoundError: when the folder does not exist.
     """
     if data == SYNTHETIC:
+        settings = synthetic or SyntheticSettings()
         category = category or "brick"
-        table = generate_synthetic_dataset(workdir / SYNTHETIC, category, seed=seed, image_size=(128, 176))
-        return table, SYNTHETIC, category
+        # Each mode has its own folder and name, so switching modes never overwrites another's set.
+        table = generate_synthetic_dataset(
+            workdir / settings.name,
+            category,
+            seed=seed,
+            bit_depth=settings.bit_depth,
+            **SYNTHETIC_PRESETS[settings.mode],
+        )
+        return table, settings.name, category
     root = Path(data)
     if not root.is_dir():
         msg = f"dataset folder not found: {root}"

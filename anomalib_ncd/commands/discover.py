@@ -27,7 +27,7 @@ import numpy as np
 from jsonargparse import lazy_instance
 
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml, load_arguments
-from anomalib_ncd.commands.datasets import SYNTHETIC, load_dataset, table_from_datamodule
+from anomalib_ncd.commands.datasets import SYNTHETIC, SyntheticSettings, load_dataset, table_from_datamodule
 from anomalib_ncd.commands.detector_maps import MAPS_FOLDER, DetectorSettings, anomaly_maps
 from anomalib_ncd.discovery.class_count import ClassCountSettings
 from anomalib_ncd.discovery.guidance import GuidanceSettings
@@ -51,13 +51,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("anomalib_ncd")
 
 CHECKPOINT = Path("weights") / "lightning" / "model.ckpt"
-DEMO_NOVEL_CLASSES = 5  # the built-in synthetic set: 4 defect types + normal
+DEMO_NOVEL_CLASSES = 5  # the built-in synthetic set (either mode): 4 defect types + normal
 
 
 def discover(
     data: str = SYNTHETIC,
     category: str | None = None,
     datamodule: AnomalibDataModule | None = None,
+    synthetic: SyntheticSettings = SyntheticSettings(),  # noqa: B008 (frozen settings)
     detector: DetectorSettings = DetectorSettings(),  # noqa: B008 (frozen settings)
     n_novel_classes: int | Literal["auto"] | None = None,
     class_count: ClassCountSettings = ClassCountSettings(),  # noqa: B008
@@ -93,6 +94,9 @@ def discover(
         category: MVTec AD category under ``data``.
         datamodule: an anomalib datamodule instead of ``data`` (``class_path`` / ``init_args``, e.g.
             ``anomalib.data.MVTecAD``); an image's defect type is its folder's name.
+        synthetic: the built-in synthetic set's preset: ``--synthetic.mode highres_small`` for
+            1024 x 768 colour images with small defects (0.05-0.5% of the image, some faint),
+            ``--synthetic.bit_depth 16`` for 16-bit PNG.
         detector: the detector's checkpoint, or saved maps, or the Patchcore to train here.
         n_novel_classes: classes to discover, the normal class included (e.g. 6 for 5 defect types
             and normal), or ``auto`` to estimate it from the regions (see ``class_count``).
@@ -138,7 +142,7 @@ def discover(
 
     seed_everything(seed, workers=True, verbose=False)
     detector.check()
-    table, dataset, category_name = _dataset(data, category, datamodule, Path(output), seed)
+    table, dataset, category_name = _dataset(data, category, datamodule, Path(output), seed, synthetic)
     if n_novel_classes is None:
         if data != SYNTHETIC or datamodule is not None:
             msg = "give --n_novel_classes: the number of classes to discover, normal included"
@@ -172,7 +176,12 @@ def _resume(resume: str) -> Path:
 
     seed_everything(arguments["seed"], workers=True, verbose=False)
     table, _, _ = _dataset(
-        arguments["data"], arguments["category"], arguments["datamodule"], Path(arguments["output"]), arguments["seed"]
+        arguments["data"],
+        arguments["category"],
+        arguments["datamodule"],
+        Path(arguments["output"]),
+        arguments["seed"],
+        arguments["synthetic"],
     )
     output, seed = Path(arguments["output"]), arguments["seed"]
     known_set = _known_set(arguments["known"], arguments["known_category"], arguments["crops"], output, seed)
@@ -182,11 +191,16 @@ def _resume(resume: str) -> Path:
 
 
 def _dataset(
-    data: str, category: str | None, datamodule: AnomalibDataModule | None, output: Path, seed: int
+    data: str,
+    category: str | None,
+    datamodule: AnomalibDataModule | None,
+    output: Path,
+    seed: int,
+    synthetic: SyntheticSettings,
 ) -> tuple[pd.DataFrame, str, str]:
     if datamodule is not None:
         return table_from_datamodule(datamodule)
-    return load_dataset(data, category, output / "data", seed)
+    return load_dataset(data, category, output / "data", seed, synthetic)
 
 
 def _known_set(

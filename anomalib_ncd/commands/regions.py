@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from anomalib_ncd.commands.datasets import SYNTHETIC, load_dataset
+from anomalib_ncd.commands.datasets import SYNTHETIC, SyntheticSettings, load_dataset
 from anomalib_ncd.commands.detector_maps import DetectorSettings, anomaly_maps
 from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.regions.crops import CropSettings
@@ -19,6 +19,7 @@ logger = logging.getLogger("anomalib_ncd")
 def regions(
     data: str = SYNTHETIC,
     category: str | None = None,
+    synthetic: SyntheticSettings = SyntheticSettings(),  # noqa: B008 (frozen settings)
     maps: str | None = None,
     backbone: str = "mobilenetv2_100.tv_in1k",
     image_size: int = 256,
@@ -41,6 +42,8 @@ def regions(
     Args:
         data: ``synthetic`` or a dataset folder (MTD, NEU-DET, MVTec AD category or ``root/<type>/*``).
         category: MVTec AD category under ``data``.
+        synthetic: the built-in synthetic set's preset (``--synthetic.mode highres_small``,
+            ``--synthetic.bit_depth 16``).
         maps: a folder of saved anomaly maps (``index.csv`` or the dataset's layout); skips the detector.
         backbone: timm backbone of the Patchcore detector.
         image_size: detector input size (square).
@@ -63,7 +66,7 @@ def regions(
 
     seed_everything(seed, workers=True, verbose=False)
     output_root = Path(output)
-    table, dataset, category_name = load_dataset(data, category, output_root / "data", seed)
+    table, dataset, category_name = load_dataset(data, category, output_root / "data", seed, synthetic)
     if maps is None and not (table["split"] == "train").any():
         msg = f"dataset {data} has no normal training images for the detector; give saved maps with --maps"
         raise ValueError(msg)

@@ -27,9 +27,21 @@ from anomalib_ncd.data.mvtec import load_mvtec_ad
 from anomalib_ncd.data.neu_det import load_neu_det, parse_voc_boxes
 from anomalib_ncd.data.samples import SAMPLE_COLUMNS, check_images_exist, make_sample_table, validate_sample_table
 from anomalib_ncd.data.splits import select_train_names
-from anomalib_ncd.data.synthetic import SyntheticImage, generate_synthetic_dataset, render_synthetic_image
+from anomalib_ncd.data.synthetic import (
+    SYNTHETIC_MODES,
+    SyntheticImage,
+    generate_highres_small,
+    generate_synthetic_dataset,
+    render_synthetic_image,
+)
 from anomalib_ncd.data.synthetic_backgrounds import CATEGORIES as SYNTHETIC_CATEGORIES
-from anomalib_ncd.data.synthetic_defects import DEFAULT_DEFECT_TYPES, DEFECT_TYPES, paint_defect
+from anomalib_ncd.data.synthetic_defects import (
+    DEFAULT_DEFECT_TYPES,
+    DEFECT_TYPES,
+    SMALL_DEFECT_TYPES,
+    paint_defect,
+    paint_small_defect,
+)
 from anomalib_ncd.data.typed_folder import DEFAULT_NORMAL_TYPES, load_typed_folder
 
 if TYPE_CHECKING:
@@ -59,7 +71,9 @@ __all__ = [
     "MASK_THRESHOLD",
     "MTD",
     "SAMPLE_COLUMNS",
+    "SMALL_DEFECT_TYPES",
     "SYNTHETIC_CATEGORIES",
+    "SYNTHETIC_MODES",
     "SyntheticDefects",
     "SyntheticImage",
     "anomalib_mask_path",
@@ -67,6 +81,7 @@ __all__ = [
     "check_images_exist",
     "default_mask_cache_dir",
     "defect_type_lookup",
+    "generate_highres_small",
     "generate_synthetic_dataset",
     "list_images",
     "load_mtd",
@@ -76,6 +91,7 @@ __all__ = [
     "make_sample_table",
     "mvtec_datamodule",
     "paint_defect",
+    "paint_small_defect",
     "parse_voc_boxes",
     "read_image",
     "read_image_size",

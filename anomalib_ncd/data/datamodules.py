@@ -51,8 +51,15 @@ from anomalib_ncd.data.anomalib_adapters import (
 )
 from anomalib_ncd.data.mtd import cap_detector_training, load_mtd
 from anomalib_ncd.data.mvtec import load_mvtec_ad
-from anomalib_ncd.data.synthetic import MARKER_FILE, generate_synthetic_dataset
-from anomalib_ncd.data.synthetic_defects import DEFAULT_DEFECT_TYPES
+from anomalib_ncd.data.synthetic import (
+    DEFAULT_MODE,
+    HIGHRES_SMALL_MODE,
+    HIGHRES_SMALL_SIZE,
+    MARKER_FILE,
+    generate_synthetic_dataset,
+    generation_parameters,
+)
+from anomalib_ncd.data.synthetic_defects import DEFAULT_DEFECT_TYPES, DEFAULT_SMALL_DEFECT_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -227,14 +234,22 @@ class SyntheticDefects(SampleTableDataModule):
     Args:
         root: the dataset root; the images go to ``<root>/<category>``.
         category: ``brick``, ``grass``, ``gravel`` (textures) or ``washer`` (object).
-        image_size: ``(height, width)`` of the generated images, or one int for a square.
+        image_size: ``(height, width)`` of the generated images, or one int for a square;
+            ``None``: the mode's preset (128 x 176 in ``default``, 768 x 1024 in ``highres_small``).
         n_per_type: defect images per defect type (test set).
         n_train_good: normal images that train the detector.
         n_test_good: normal images in the test set.
         defect_types: the defect types to paint; ``None``: the default four (scratch, hole, stain,
             crack).
         seed: the dataset seed.
-        colour: RGB images when True, grey otherwise.
+        colour: RGB images when True, grey otherwise; ``None``: the mode's preset (grey in
+            ``default``, colour in ``highres_small``).
+        mode: ``default`` (defects sized by the image's side) or ``highres_small`` (small defects
+            of 0.05-0.5% of the image area by default, some faint).
+        defect_area: ``highres_small`` only: ``(low, high)`` range of a defect's area fraction
+            (``None``: ``(0.0005, 0.005)``).
+        faint_share: ``highres_small`` only: the share of low-contrast defects (``None``: 0.25).
+        bit_depth: 8, or 16 for 16-bit PNG images.
         train_batch_size: training batch size.
         eval_batch_size: validation/test batch size.
         num_workers: data-loader worker processes.
@@ -250,13 +265,17 @@ class SyntheticDefects(SampleTableDataModule):
         self,
         root: str | Path,
         category: str = "brick",
-        image_size: int | tuple[int, int] = (128, 176),
+        image_size: int | tuple[int, int] | None = None,
         n_per_type: int = 8,
         n_train_good: int = 20,
         n_test_good: int = 8,
         defect_types: list[str] | None = None,
         seed: int = 0,
-        colour: bool = False,
+        colour: bool | None = None,
+        mode: str = DEFAULT_MODE,
+        defect_area: tuple[float, float] | None = None,
+        faint_share: float | None = None,
+        bit_depth: int = 8,
         train_batch_size: int = 32,
         eval_batch_size: int = 32,
         num_workers: int = 0,
@@ -271,14 +290,22 @@ class SyntheticDefects(SampleTableDataModule):
             seed=seed,
         )
         self.root = Path(root)
+        small = mode == HIGHRES_SMALL_MODE
+        if image_size is None:
+            image_size = HIGHRES_SMALL_SIZE if small else (128, 176)
         self.generated_size: tuple[int, int] = (
             (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
         )
         self.n_per_type = n_per_type
         self.n_train_good = n_train_good
         self.n_test_good = n_test_good
-        self.defect_types: tuple[str, ...] = tuple(defect_types) if defect_types is not None else DEFAULT_DEFECT_TYPES
-        self.colour = colour
+        preset_types = DEFAULT_SMALL_DEFECT_TYPES if small else DEFAULT_DEFECT_TYPES
+        self.defect_types: tuple[str, ...] = tuple(defect_types) if defect_types is not None else preset_types
+        self.colour = small if colour is None else colour
+        self.mode = mode
+        self.defect_area = None if defect_area is None else (float(defect_area[0]), float(defect_area[1]))
+        self.faint_share = faint_share
+        self.bit_depth = bit_depth
 
     @property
     def dataset_dir(self) -> Path:
@@ -291,16 +318,20 @@ class SyntheticDefects(SampleTableDataModule):
         Returns:
             A JSON-compatible dict (lists, not tuples).
         """
-        return {
-            "category": self.category,
-            "image_size": list(self.generated_size),
-            "n_train_good": self.n_train_good,
-            "n_test_good": self.n_test_good,
-            "n_per_type": self.n_per_type,
-            "defect_types": list(self.defect_types),
-            "seed": self.seed,
-            "colour": self.colour,
-        }
+        return generation_parameters(
+            self.category,
+            self.generated_size,
+            n_train_good=self.n_train_good,
+            n_test_good=self.n_test_good,
+            n_per_type=self.n_per_type,
+            defect_types=self.defect_types,
+            seed=self.seed,
+            colour=self.colour,
+            mode=self.mode,
+            defect_area=self.defect_area,
+            faint_share=self.faint_share,
+            bit_depth=self.bit_depth,
+        )
 
     def is_generated(self) -> bool:
         """Tell whether ``<root>/<category>`` holds a complete dataset with these parameters.
@@ -343,4 +374,8 @@ class SyntheticDefects(SampleTableDataModule):
             seed=self.seed,
             colour=self.colour,
             overwrite=True,
+            mode=self.mode,
+            defect_area=self.defect_area,
+            faint_share=self.faint_share,
+            bit_depth=self.bit_depth,
         )

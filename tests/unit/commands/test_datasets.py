@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from anomalib_ncd.commands.datasets import load_dataset, table_from_datamodule
+from anomalib_ncd.commands import datasets
+from anomalib_ncd.commands.datasets import SyntheticSettings, load_dataset, table_from_datamodule
 from anomalib_ncd.data import SyntheticDefects, generate_synthetic_dataset
 
 
@@ -45,3 +46,44 @@ def test_folder_layouts(synthetic):
     assert len(loaded) == len(table)
     with pytest.raises(FileNotFoundError, match="dataset folder not found"):
         load_dataset(str(root / "nope"), None, root, 0)
+
+
+def test_built_in_synthetic_presets(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_generator(root, category, **arguments):
+        calls.append((Path(root), category, arguments))
+        return "table"
+
+    monkeypatch.setattr(datasets, "generate_synthetic_dataset", fake_generator)
+    assert load_dataset("synthetic", None, tmp_path, 3) == ("table", "synthetic", "brick")
+    assert calls[-1] == (tmp_path / "synthetic", "brick", {"seed": 3, "bit_depth": 8, "image_size": (128, 176)})
+
+    settings = SyntheticSettings(mode="highres_small", bit_depth=16)
+    assert load_dataset("synthetic", "washer", tmp_path, 0, settings) == (
+        "table",
+        "synthetic_highres_small_16bit",
+        "washer",
+    )
+    root, category, arguments = calls[-1]
+    assert (root, category) == (tmp_path / "synthetic_highres_small_16bit", "washer")
+    assert arguments["mode"] == "highres_small"
+    assert arguments["image_size"] == (768, 1024)
+    assert arguments["colour"] is True
+    assert arguments["bit_depth"] == 16
+    assert arguments["defect_area"] == (0.0005, 0.005)
+    assert len(arguments["defect_types"]) == 4
+
+
+def test_discover_parses_the_synthetic_mode():
+    from jsonargparse import ArgumentParser
+
+    from anomalib_ncd.commands.discover import discover
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_function_arguments(discover, as_positional=False)
+    config = parser.instantiate_classes(parser.parse_args(["--synthetic.mode", "highres_small"]))
+    assert config.synthetic == SyntheticSettings(mode="highres_small", bit_depth=8)
+    assert parser.instantiate_classes(parser.parse_args([])).synthetic == SyntheticSettings()
+    with pytest.raises(Exception, match="mode"):
+        parser.parse_args(["--synthetic.mode", "huge"])
