@@ -68,7 +68,7 @@ def discover(
     weights: str | None = None,
     mebin: MEBin = lazy_instance(MEBin),  # noqa: B008
     crops: CropSettings = CropSettings(),  # noqa: B008
-    working_long_side: int | Literal["auto"] = 256,
+    working_long_side: int | Literal["auto"] = "auto",
     nothing_found: Literal["soft", "normal"] = "soft",
     guidance: GuidanceSettings = GuidanceSettings(),  # noqa: B008
     views: ViewSettings = ViewSettings(),  # noqa: B008

@@ -204,7 +204,7 @@ class AnomalyNCD(AnomalibModule):
         nothing_found_is_normal: bool = True,
         nothing_found: str = "soft",
         crops: CropSettings | dict[str, Any] | None = None,
-        working_long_side: int | str | None = 256,
+        working_long_side: int | str | None = "auto",
         known_class_names: list[str] | None = None,
         seed: int = 0,
         novelty: NoveltySettings | dict[str, Any] | None = None,

@@ -251,7 +251,7 @@ def test_soft_guidance_multiplies_the_attention_by_the_weights_and_renormalises(
     torch.testing.assert_close(guided, expected)
 
 
-@pytest.mark.parametrize("mode", ["none", "hard", "soft", "soft_rgf"])
+@pytest.mark.parametrize("mode", ["none", "hard", "soft", "soft_rgf", "balanced"])
 @pytest.mark.parametrize("qk_norm", [False, True])
 @torch.no_grad()
 def test_cls_only_block_equals_the_full_block_cls_row(mode, qk_norm):
@@ -293,3 +293,53 @@ def test_guided_mean_falls_back_to_the_plain_mean_for_zero_weights():
     # the hard weights of an empty region are all zero: the CLS start is then the plain mean
     hard = patch_weights(torch.zeros(3, 4), HARD)
     torch.testing.assert_close(guided_mean(patch_tokens, hard), patch_tokens.mean(1))
+
+
+BALANCED = GuidanceSettings(mode="balanced", context_share=0.25)
+
+
+def square_defect(side, grid=14):
+    """Coverage of a ``side`` x ``side`` patch defect in the middle of a ``grid`` x ``grid`` view."""
+    anomaly = torch.zeros(1, grid, grid)
+    start = (grid - side) // 2
+    anomaly[0, start : start + side, start : start + side] = 1.0
+    return anomaly.flatten(1)
+
+
+def anomaly_share(weights, anomaly):
+    return float((weights * (anomaly > 0)).sum() / weights.sum())
+
+
+def test_balanced_anomaly_share_does_not_depend_on_the_defect_size():
+    shares = {
+        side: anomaly_share(patch_weights(square_defect(side), BALANCED), square_defect(side)) for side in (1, 2, 4, 8)
+    }
+    assert all(share == pytest.approx(0.75, abs=1e-5) for share in shares.values()), shares
+    soft = {side: anomaly_share(patch_weights(square_defect(side), SOFT), square_defect(side)) for side in (1, 2, 4, 8)}
+    assert soft[1] < 0.1 < 0.7 < soft[8]  # what it replaces: the share follows the defect's size
+
+
+def test_balanced_context_never_outweighs_the_anomaly_and_background_counts_less():
+    huge = square_defect(13)  # the context would need weight > 1 to reach its share
+    weights = patch_weights(huge, BALANCED)
+    assert weights.max() <= 1.0 and weights[huge == 0].max() == pytest.approx(1.0)
+    anomaly = square_defect(2)
+    on_object = torch.zeros_like(anomaly)
+    on_object[0, :98] = 1.0  # the top half is object
+    weights = patch_weights(anomaly, BALANCED, on_object)
+    context = anomaly == 0
+    assert weights[context & (on_object > 0)].min() > weights[context & (on_object == 0)].max()
+    assert anomaly_share(weights, anomaly) == pytest.approx(0.75, abs=1e-5)
+
+
+def test_balanced_empty_region_looks_at_the_whole_view_and_guided_mean_follows_the_weights():
+    empty = torch.zeros(2, 196)
+    torch.testing.assert_close(patch_weights(empty, BALANCED), torch.ones(2, 196))
+    tokens = torch.zeros(1, 196, 2)
+    anomaly = square_defect(1)
+    tokens[0, anomaly[0] > 0, 0] = 1.0  # the defect's token is (1, 0), the rest (0, 1)
+    tokens[0, anomaly[0] == 0, 1] = 1.0
+    pooled = guided_mean(tokens, patch_weights(anomaly, BALANCED))
+    torch.testing.assert_close(pooled, torch.tensor([[0.75, 0.25]]))  # the CLS start keeps the defect
+    with pytest.raises(ValueError, match="context_share"):
+        GuidanceSettings(mode="balanced", context_share=1.0)

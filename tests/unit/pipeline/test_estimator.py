@@ -30,10 +30,12 @@ def test_fit_gives_one_row_per_image(fitted):
     assert list(table["image_path"]) == map_set.image_paths
     assert table["pred_class"].between(0, 2).all()
     assert list(table["class_name"]) == [discovery.model.class_names[c] for c in table["pred_class"]]
-    # images 0 and 1 have no defect: no region, classified normal by the detector's verdict
-    assert list(table["n_regions"][:2]) == [0, 0]
+    # images 0 and 1 have no defect: no MEBin region; the soft path classifies their map's peak, and
+    # their weak detector score makes them normal
+    assert list(table["path_taken"][:2]) == ["soft", "soft"]
     assert list(table["class_name"][:2]) == ["normal", "normal"]
-    assert (table["n_regions"][2:] >= 1).all()
+    assert (table["path_taken"][2:] == "region").all()
+    assert (table["n_regions"] >= 1).all()
     boxes = decode_list_column(table, "region_boxes")
     for (cy, cx), image_boxes in zip(fitted["centres"][2:], boxes[2:], strict=True):
         assert any(x0 <= cx < x1 and y0 <= cy < y1 for x0, y0, x1, y1 in image_boxes)
