@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+
+from anomalib_ncd.commands.detector_maps import DetectorSettings
+from anomalib_ncd.maps.map_set import AnomalyMapSet
 
 
 def fit_prepared(model: pl.LightningModule, epochs: int) -> float:
@@ -30,3 +36,80 @@ def fit_prepared(model: pl.LightningModule, epochs: int) -> float:
     start = time.perf_counter()
     trainer.fit(model)
     return time.perf_counter() - start
+
+
+def patchcore_maps(
+    table: pd.DataFrame,
+    test: pd.DataFrame,
+    root: Path,
+    settings: DetectorSettings,
+    dataset: str,
+) -> tuple[AnomalyMapSet, dict[str, float]]:
+    """Raw maps of ``test`` from the Patchcore ``discover`` trains (the user's path), cached under ``root``.
+
+    The checkpoint of an earlier run of the same settings under ``root`` is reused (its training time
+    is then not measured again).
+
+    Args:
+        table: the sample table (its ``train`` rows train the detector).
+        test: the images to map.
+        root: folder of this detector's checkpoint.
+        settings: the detector settings (input size, letterbox, backbone, coreset ratio, cap).
+        dataset: dataset name.
+
+    Returns:
+        The maps (in ``test``'s order) and timings (``detector_fit_s`` when trained, ``detector_maps_s``).
+    """
+    from anomalib_ncd.commands.detector_maps import detector_maps_of, input_size, train_patchcore
+    from anomalib_ncd.maps.from_anomalib import load_anomalib_model
+
+    times: dict[str, float] = {}
+    found = sorted(root.glob("detector/Patchcore/**/weights/lightning/model.ckpt"))
+    if found:
+        model = load_anomalib_model(found[-1], "Patchcore")
+        size = input_size(model)
+        if size is None:
+            msg = f"cannot read the input size of {found[-1]}"
+            raise RuntimeError(msg)
+        image_size = size[0]
+    else:
+        start = time.perf_counter()
+        model, _, image_size = train_patchcore(settings, table, dataset, "", root, "auto", 1, 0)
+        times["detector_fit_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    maps = detector_maps_of(model, test, dataset, "", image_size, settings.letterbox, "auto", 1)
+    if list(maps.image_paths) != [str(path) for path in test["image_path"]]:
+        msg = "detector maps are not in the order of the discovery set"
+        raise RuntimeError(msg)
+    times["detector_maps_s"] = time.perf_counter() - start
+    times["detector_input_size"] = float(image_size)
+    return maps, times
+
+
+def detector_quality(maps: AnomalyMapSet, samples: pd.DataFrame, stride: int = 2) -> dict[str, float]:
+    """Image AUROC of the detector's scores, pixel AUROC of its maps at image resolution.
+
+    Args:
+        maps: the detector's maps of the samples (with their ground truth).
+        samples: the sample table rows of the mapped images (masks or boxes of the defects).
+        stride: every ``stride``-th pixel in each direction enters the pixel AUROC (memory).
+
+    Returns:
+        ``image_auroc`` and ``pixel_auroc``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from anomalib_ncd.data.masks import read_row_mask
+
+    labels = ~np.asarray(maps.is_normal, dtype=bool)
+    rows = {str(row["image_path"]): row for _, row in samples.iterrows()}
+    scores, truth = [], []
+    for path, anomaly_map in zip(maps.image_paths, maps.aligned(long_side=None), strict=True):
+        row = rows[path]
+        mask = np.zeros(anomaly_map.shape, bool) if row["is_normal"] else read_row_mask(row, anomaly_map.shape)
+        scores.append(anomaly_map[::stride, ::stride].ravel())
+        truth.append(mask[::stride, ::stride].ravel())
+    return {
+        "image_auroc": float(roc_auc_score(labels, np.asarray(maps.scores))),
+        "pixel_auroc": float(roc_auc_score(np.concatenate(truth), np.concatenate(scores))),
+    }

@@ -3,12 +3,16 @@
 Protocol (AnomalyNCD's): 6 classes, the 5 defect types and Free. The discovery set is every defect
 image plus the Free images held back from the detector (582 images,
 :func:`anomalib_ncd.data.load_mtd`). The detector is anomalib's Patchcore on MobileNetV2 with real
-ImageNet weights, the one ``benchmarks/detector_mtd.py`` trains: its checkpoint is reused when it
-exists, otherwise trained here (about 11 minutes on 2 cores, not counted in the discovery time).
+ImageNet weights, trained as ``anomalib-ncd discover`` trains it, on all 762 detector Free images
+(``--max-train`` caps them); checkpoints are kept under ``--detector-root`` and reused.
 
 Two region sources are compared:
 
-* ``detector``: MEBin regions of the detector's anomaly maps (the real pipeline);
+* ``detector``: regions of the detector's anomaly maps (the real pipeline), with each region stage of
+  ``--stages`` side by side (:data:`REGION_STAGES`, ``docs/region_stage.md``): ``current`` (main's:
+  Patchcore input squashed to 256 x 256, MEBin at 256, nothing found = normal, crops of at least 20%
+  of the image), ``new`` (letterboxed input at a side chosen from the images, MEBin at the map's own
+  resolution, the soft path, crops in units of the defect), and ``soft`` / ``resolution`` alone;
 * ``gt``: regions cut around the ground-truth masks (perfect localisation, the upper bound).
 
 Methods, all with the same frozen backbone (MobileNetV2, ImageNet) and the same regions:
@@ -16,6 +20,8 @@ Methods, all with the same frozen backbone (MobileNetV2, ImageNet) and the same 
 * ``ours``: :class:`anomalib_ncd.AnomalyNCD` (CPU profile), image classes by area-weighted fusion;
 * ``kmeans``: k-means (k = 6) of the mean-pooled frozen features of each region's crop, fused the
   same way;
+* ``masked pooling + k-means`` (and spherical k-means): the frozen tokens averaged inside the
+  region's anomaly mask, the strongest training-free method, fused the same way;
 * ``anomaly_clustering``: Sohn et al.: each whole image is a bag of frozen patch features, pooled
   with softmax weights of its patch anomaly scores (the detector's map, or the ground-truth mask in
   the ``gt`` setting) at the fixed temperature rule of :class:`~anomalib_ncd.baselines.AnomalyClustering`
@@ -27,7 +33,7 @@ stage, training time per epoch and peak memory; writes ``results.json``. ``--abl
 guidance ablation (none / hard / soft / soft + region factor) on the same cached views.
 
 Usage:
-    python benchmarks/ncd_mtd.py [--mtd ../shared/datasets/mtd] [--ablation]
+    python benchmarks/ncd_mtd.py [--mtd ../shared/datasets/mtd] [--stages current,soft,resolution,new] [--ablation]
 """
 
 from __future__ import annotations
@@ -43,13 +49,12 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from _shared import fit_prepared
+from _shared import detector_quality, fit_prepared, patchcore_maps
 
 from anomalib_ncd.baselines import AnomalyClustering, KMeansBaseline
-from anomalib_ncd.data import load_mtd, load_neu_det, to_anomalib_datamodule
+from anomalib_ncd.commands.detector_maps import DetectorSettings
+from anomalib_ncd.data import load_mtd, load_neu_det
 from anomalib_ncd.data.image_io import read_image
-from anomalib_ncd.data.mtd import cap_detector_training
-from anomalib_ncd.detector import make_patchcore, train_detector
 from anomalib_ncd.discovery.fusion import fuse_regions
 from anomalib_ncd.discovery.guidance import pool_to_patches
 from anomalib_ncd.discovery.known_classes import known_class_regions
@@ -58,7 +63,6 @@ from anomalib_ncd.discovery.novelty import anomaly_pooled
 from anomalib_ncd.discovery.views import ViewMaker
 from anomalib_ncd.evaluation import clustering_report
 from anomalib_ncd.io import atomic_write_text
-from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps
 from anomalib_ncd.regions.crops import CropSettings
 from anomalib_ncd.regions.extract import RegionSet, extract_regions, ground_truth_regions
 
@@ -75,34 +79,29 @@ REGION_STAGES: dict[str, dict[str, Any]] = {
     "resolution": {"nothing_found": "normal", "crops": CropSettings(), "working_long_side": "auto"},
     "new": {"nothing_found": "soft", "crops": CropSettings(), "working_long_side": "auto"},
 }
+# the detector input of each stage: squashed to 256 x 256 (the papers', main's) or letterboxed at a side
+# chosen from the images (the new stage); both Patchcores train on the same images
+STAGE_DETECTOR = {"current": "squash", "soft": "squash", "resolution": "letterbox", "new": "letterbox"}
+DETECTOR_INPUTS = {
+    "squash": {"image_size": 256, "letterbox": False},
+    "letterbox": {"image_size": "auto", "letterbox": True},
+}
 
 
 def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def detector_maps(args: argparse.Namespace, table: Any, test: Any) -> tuple[Any, dict[str, float]]:
-    """Patchcore's raw maps: the checkpoint of ``detector_mtd.py`` if present, else trained here."""
-    times: dict[str, float] = {}
-    checkpoint = args.detector_ckpt
-    if not checkpoint.is_file():
-        print(f"no detector checkpoint at {checkpoint}: training Patchcore ({args.max_train} Free images)")
-        start = time.perf_counter()
-        capped = cap_detector_training(table, args.max_train) if args.max_train else table
-        datamodule = to_anomalib_datamodule(capped, "MTD", image_size=(256, 256), train_batch_size=16)
-        model = make_patchcore("mobilenetv2_100.tv_in1k", coreset_sampling_ratio=0.01)
-        train_detector(model, datamodule, root_dir=DETECTOR_ROOT, max_epochs=1, accelerator="auto", devices=1)
-        checkpoint = next(DETECTOR_ROOT.glob("Patchcore/MTD/v*/weights/lightning/model.ckpt"))
-        times["detector_fit_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    detector = load_anomalib_model(checkpoint, "Patchcore")
-    datamodule = to_anomalib_datamodule(test, "MTD", image_size=(256, 256), eval_batch_size=16)
-    maps = predict_maps(detector, datamodule, samples=test, accelerator="auto", devices=1)
-    if list(maps.image_paths) != [str(path) for path in test["image_path"]]:
-        msg = "detector maps are not in the order of the discovery set"
-        raise RuntimeError(msg)
-    times["detector_maps_s"] = time.perf_counter() - start
-    return maps, times
+def detector_maps(args: argparse.Namespace, table: Any, test: Any, kind: str) -> tuple[Any, dict[str, float]]:
+    """The maps of one detector input kind (``squash`` or ``letterbox``), its checkpoint reused when present."""
+    settings = DetectorSettings(
+        backbone=CPU_BACKBONE,
+        coreset_sampling_ratio=0.01,
+        max_train_images=args.max_train or None,
+        **DETECTOR_INPUTS[kind],
+    )
+    maps, times = patchcore_maps(table, test, args.detector_root / kind, settings, "MTD")
+    return maps, times | detector_quality(maps, test)
 
 
 def image_labels_of_regions(region_labels: np.ndarray, regions: RegionSet, n_images: int) -> np.ndarray:
@@ -306,9 +305,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mtd", type=Path, default=DEFAULT_MTD)
     parser.add_argument(
-        "--detector-ckpt",
-        type=Path,
-        default=DETECTOR_ROOT / "Patchcore" / "MTD" / "latest" / "weights" / "lightning" / "model.ckpt",
+        "--detector-root", type=Path, default=DETECTOR_ROOT, help="detector checkpoints (reused when present)"
     )
     parser.add_argument(
         "--max-train", type=int, default=0, help="Free images that train Patchcore if needed (0: all 762)"
@@ -336,16 +333,24 @@ def main() -> None:
     types = test["defect_type"].to_numpy()
     image_paths = [str(path) for path in test["image_path"]]
     print(f"MTD discovery set: {len(test)} images {dict(test['defect_type'].value_counts())}")
-    report: dict[str, Any] = {
-        "settings": vars(args) | {"mtd": str(args.mtd), "detector_ckpt": str(args.detector_ckpt), "out": str(args.out)}
-    }
+    report: dict[str, Any] = {"settings": {key: str(value) for key, value in vars(args).items()}}
     sources = [source.strip() for source in args.sources.split(",") if source.strip()]
     for source in sources:
         source_start = time.perf_counter()
         if source == "detector":
-            maps, times = detector_maps(args, table, test)
-            score_maps = maps.aligned(long_side=None)
-            for stage in [name.strip() for name in args.stages.split(",") if name.strip()]:
+            stages = [name.strip() for name in args.stages.split(",") if name.strip()]
+            detectors: dict[str, tuple[Any, dict[str, float]]] = {}
+            for stage in stages:
+                kind = STAGE_DETECTOR[stage]
+                if kind not in detectors:
+                    detectors[kind] = detector_maps(args, table, test, kind)
+                    quality = detectors[kind][1]
+                    print(
+                        f"detector {kind}: image AUROC {quality['image_auroc']:.3f}, pixel AUROC "
+                        f"{quality['pixel_auroc']:.3f}, input {quality['detector_input_size']:.0f} px"
+                    )
+                    report[f"detector_{kind}"] = quality
+                maps, times = detectors[kind]
                 options = REGION_STAGES[stage]
                 start_regions = time.perf_counter()
                 regions = extract_regions(
@@ -354,7 +359,8 @@ def main() -> None:
                     working_long_side=options["working_long_side"],
                     nothing_found=options["nothing_found"],
                 )
-                stage_times = times | {"regions_s": time.perf_counter() - start_regions}
+                stage_times = {"regions_s": time.perf_counter() - start_regions}
+                score_maps = maps.aligned(long_side=None)
                 results = run_source(f"detector/{stage}", regions, types, image_paths, score_maps, args, **options)
                 report[f"detector/{stage}"] = results | stage_times
             continue
@@ -367,8 +373,8 @@ def main() -> None:
         results |= times
         results["total_s"] = time.perf_counter() - source_start - times.get("detector_fit_s", 0.0)
         report[source] = results
-    fits = [value.get("detector_fit_s", 0.0) for key, value in report.items() if key.startswith("detector/")]
-    total = time.perf_counter() - start - (fits[0] if fits else 0.0)
+    fits = [value.get("detector_fit_s", 0.0) for key, value in report.items() if key.startswith("detector_")]
+    total = time.perf_counter() - start - sum(fits)
     report["total_s"], report["peak_rss_gb"] = total, peak_gb()
     print(f"\ntotal {total:.0f} s (detector training excluded), peak RSS {peak_gb():.1f} GB")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,12 @@
 The set is the synthetic generator's ``highres_small`` preset (:func:`anomalib_ncd.data.generate_highres_small`):
 1024 x 768 colour images, 4 defect types of 0.05-0.5% of the image area, a third of them faint. The
 detector is anomalib's Patchcore (MobileNetV2, real ImageNet weights) trained on only ``--n-train``
-normal images, so it is unsure, as on real lines where few normal images are kept. On its maps the
-region stages of ``benchmarks/ncd_mtd.py`` are compared side by side (``current``: MEBin region or
-normal, crops of at least 20% of the image; ``new``: the soft path and crops in units of the defect;
-``soft`` and ``resolution`` each alone), and against regions cut around the ground-truth masks, each
-with ours, k-means, masked pooling + k-means and Anomaly Clustering on the same frozen features.
+normal images, so it is unsure, as on real lines where few normal images are kept. The region stages
+of ``benchmarks/ncd_mtd.py`` are compared side by side (``current``: input squashed to 256 x 256,
+MEBin region or normal, crops of at least 20% of the image; ``new``: letterboxed input at a side
+chosen from the images, the soft path, crops in units of the defect; ``soft`` and ``resolution``
+each alone), and against regions cut around the ground-truth masks, each with ours, k-means, masked
+pooling + k-means and Anomaly Clustering on the same frozen features.
 
 Usage:
     python benchmarks/region_stage_synthetic.py [--n-train 10] [--n-per-type 20] [--stages current,soft,resolution,new]
@@ -22,33 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from ncd_mtd import REGION_STAGES, peak_gb, run_source
-from sklearn.metrics import roc_auc_score
+from _shared import detector_quality, patchcore_maps
+from ncd_mtd import DETECTOR_INPUTS, REGION_STAGES, STAGE_DETECTOR, peak_gb, run_source
 
-from anomalib_ncd.data import generate_highres_small, to_anomalib_datamodule
-from anomalib_ncd.data.masks import read_row_mask
-from anomalib_ncd.detector import make_patchcore, train_detector
+from anomalib_ncd.commands.detector_maps import DetectorSettings
+from anomalib_ncd.data import generate_highres_small
 from anomalib_ncd.io import atomic_write_text
-from anomalib_ncd.maps.from_anomalib import predict_maps
 from anomalib_ncd.regions.extract import extract_regions, ground_truth_regions
 
 NORMAL_TYPE = "good"
-
-
-def detector_quality(maps: Any, test: Any, stride: int = 4) -> dict[str, float]:
-    """Image AUROC of the scores, pixel AUROC of the maps at image resolution (every ``stride``-th pixel)."""
-    labels = ~np.asarray(maps.is_normal, dtype=bool)
-    rows = {row["image_path"]: row for _, row in test.iterrows()}
-    scores, truth = [], []
-    for path, anomaly_map in zip(maps.image_paths, maps.aligned(long_side=None), strict=True):
-        mask = read_row_mask(rows[path], anomaly_map.shape)
-        scores.append(anomaly_map[::stride, ::stride].ravel())
-        truth.append(mask[::stride, ::stride].ravel())
-    return {
-        "image_auroc": float(roc_auc_score(labels, np.asarray(maps.scores))),
-        "pixel_auroc": float(roc_auc_score(np.concatenate(truth), np.concatenate(scores))),
-    }
 
 
 def main() -> None:
@@ -57,7 +40,6 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=10, help="normal images that train the detector (few: unsure)")
     parser.add_argument("--n-test-good", type=int, default=20)
     parser.add_argument("--n-per-type", type=int, default=20)
-    parser.add_argument("--image-size", type=int, default=256, help="the detector's (square) input size")
     parser.add_argument("--stages", default="current,soft,resolution,new")
     parser.add_argument("--sources", default="detector,gt")
     parser.add_argument("--epochs", type=int, default=30)
@@ -87,17 +69,16 @@ def main() -> None:
 
     sources = [source.strip() for source in args.sources.split(",") if source.strip()]
     if "detector" in sources:
-        fit_start = time.perf_counter()
-        size = (args.image_size, args.image_size)
-        datamodule = to_anomalib_datamodule(table, "synthetic", image_size=size, train_batch_size=8, eval_batch_size=8)
-        detector = make_patchcore("mobilenetv2_100.tv_in1k", coreset_sampling_ratio=0.01)
-        train_detector(detector, datamodule, root_dir=args.out / "detector", max_epochs=1, accelerator="auto")
-        report["detector_fit_s"] = time.perf_counter() - fit_start
-        maps = predict_maps(detector, datamodule, samples=test, accelerator="auto", devices=1)
-        report["detector"] = detector_quality(maps, test)
-        print(f"detector: {report['detector']}")
-        score_maps = maps.aligned(long_side=None)
+        detectors: dict[str, Any] = {}
         for stage in [name.strip() for name in args.stages.split(",") if name.strip()]:
+            kind = STAGE_DETECTOR[stage]
+            if kind not in detectors:
+                settings = DetectorSettings(backbone="mobilenetv2_100.tv_in1k", **DETECTOR_INPUTS[kind])
+                maps, times = patchcore_maps(table, test, args.out / kind, settings, "synthetic")
+                detectors[kind] = maps
+                report[f"detector_{kind}"] = times | detector_quality(maps, test)
+                print(f"detector {kind}: {report[f'detector_{kind}']}")
+            maps = detectors[kind]
             options = REGION_STAGES[stage]
             regions = extract_regions(
                 maps,
@@ -105,6 +86,7 @@ def main() -> None:
                 working_long_side=options["working_long_side"],
                 nothing_found=options["nothing_found"],
             )
+            score_maps = maps.aligned(long_side=None)
             report[f"detector/{stage}"] = run_source(
                 f"detector/{stage}", regions, types, image_paths, score_maps, args, **options
             )

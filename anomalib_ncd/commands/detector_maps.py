@@ -120,7 +120,7 @@ def anomaly_maps(
         fallback = MIN_INPUT_SIZE if settings.image_size == "auto" else settings.image_size
         image_size: int | tuple[int, int] = input_size(model) or fallback
     else:
-        model, checkpoint, image_size = _train_patchcore(
+        model, checkpoint, image_size = train_patchcore(
             settings, table, dataset, category, workdir, accelerator, devices, seed
         )
         letterbox = settings.letterbox
@@ -184,7 +184,7 @@ def input_size(model: Any) -> tuple[int, int] | None:
     return None
 
 
-def _train_patchcore(
+def train_patchcore(
     settings: DetectorSettings,
     table: pd.DataFrame,
     dataset: str,
@@ -194,6 +194,24 @@ def _train_patchcore(
     devices: int | str,
     seed: int,
 ) -> tuple[Any, str, int]:
+    """Train anomalib's Patchcore on the table's normal training images, as ``discover`` does.
+
+    Args:
+        settings: backbone, input size (``auto``: from the images), letterbox, coreset ratio, cap.
+        table: the sample table (its ``train`` rows train).
+        dataset: dataset name (anomalib's results path).
+        category: category name.
+        workdir: the checkpoint goes to ``<workdir>/detector``.
+        accelerator: Lightning accelerator.
+        devices: Lightning devices.
+        seed: seed of the training-image sample when capped.
+
+    Returns:
+        The trained model, its checkpoint path and its input side.
+
+    Raises:
+        ValueError: when the table has no normal training image.
+    """
     from anomalib.models import Patchcore
 
     from anomalib_ncd.data import to_anomalib_datamodule

@@ -54,7 +54,7 @@ from anomalib_ncd.progress import progress_bar
 from anomalib_ncd.regions.crops import CropSettings, Region
 from anomalib_ncd.regions.extract import RegionSet, check_nothing_found, regions_of_image
 from anomalib_ncd.regions.mebin import MEBin
-from anomalib_ncd.regions.soft import soft_path_probabilities
+from anomalib_ncd.regions.soft import PeakCalibration, soft_path_probabilities
 
 if TYPE_CHECKING:
     from anomalib_ncd.priors import ObjectPrior
@@ -236,6 +236,7 @@ class AnomalyNCD(AnomalibModule):
             raise ValueError(msg)
         self.known_class_names = list(known_class_names or [f"known_{i + 1}" for i in range(n_known_classes)])
         self.mebin: MEBin | None = None
+        self.peak_calibration: PeakCalibration | None = None  # the soft path's normal decision
         self._detector: list[AnomalibModule] = []  # a list: the detector is not a submodule of this model
         if _is_vit(backbone):
             token_backbone: nn.Module = ViTTokenBackbone(
@@ -351,6 +352,7 @@ class AnomalyNCD(AnomalibModule):
         other.model.backbone.load_state_dict(self.model.backbone.state_dict())
         other.cache, other.labels, other.n_unlabeled = self.cache, self.labels, self.n_unlabeled
         other.mebin = self.mebin
+        other.peak_calibration = self.peak_calibration
         other.detector = self.detector
         other._object_prior = list(self._object_prior)
         return other
@@ -408,6 +410,7 @@ class AnomalyNCD(AnomalibModule):
         """
         if isinstance(regions, RegionSet):
             self.mebin = regions.mebin  # its fitted range turns new maps into regions at predict time
+            self.peak_calibration = regions.calibration
             regions = list(regions)
         if not regions:
             msg = "no regions to discover classes in"
@@ -693,9 +696,11 @@ class AnomalyNCD(AnomalibModule):
         """
         features = self._plain_features(unlabeled_only=True)
         assert self.cache is not None
-        soft = self.cache.soft[: self.n_unlabeled] if self.cache.soft is not None else None
+        end = self.n_unlabeled
+        soft = self.cache.soft[:end] if self.cache.soft is not None else None
+        anomalous = self.cache.anomalous[:end] if self.cache.anomalous is not None else None
         probabilities = self._probabilities(
-            features, self.cache.whole_image[: self.n_unlabeled], self.cache.scores[: self.n_unlabeled], soft
+            features, self.cache.whole_image[:end], self.cache.scores[:end], soft, anomalous
         )
         head = int(self.best_head)
         image_index = self.cache.image_index[: self.n_unlabeled].numpy()
@@ -725,11 +730,12 @@ class AnomalyNCD(AnomalibModule):
         whole_image: torch.Tensor,
         scores: torch.Tensor | None = None,
         soft: torch.Tensor | None = None,
+        anomalous: torch.Tensor | None = None,
     ) -> np.ndarray:
         """Class probabilities of the best head.
 
         Whole-image regions (nothing found) are normal when configured; soft-path regions are
-        pulled toward normal by their detector score (:func:`~anomalib_ncd.regions.soft.soft_path_probabilities`).
+        pulled toward normal by the detector's evidence (:func:`~anomalib_ncd.regions.soft.soft_path_probabilities`).
         """
         logits = self.model.heads(features.to(self.device))[int(self.best_head)].float().cpu()
         probabilities = torch.softmax(logits / self.loss_weights.student_temperature, dim=1).numpy()
@@ -737,7 +743,11 @@ class AnomalyNCD(AnomalibModule):
             probabilities[whole_image.cpu().numpy().astype(bool)] = np.eye(self.n_classes)[self.normal_index]
         if soft is not None and scores is not None:
             probabilities = soft_path_probabilities(
-                probabilities, scores.cpu().numpy(), soft.cpu().numpy(), self.normal_index
+                probabilities,
+                scores.cpu().numpy(),
+                soft.cpu().numpy(),
+                self.normal_index,
+                None if anomalous is None else anomalous.cpu().numpy(),
             )
         return probabilities
 
@@ -782,8 +792,9 @@ class AnomalyNCD(AnomalibModule):
         whole_image = torch.tensor([bool(region.whole_image) for region in regions])
         scores = torch.tensor([float(region.score) for region in regions])
         soft = torch.tensor([getattr(region, "source", "region") == "soft" for region in regions])
+        anomalous = torch.tensor([float(getattr(region, "anomalous_probability", float("nan"))) for region in regions])
         all_features = torch.cat(features)
-        probabilities = self._probabilities(all_features, whole_image, scores, soft)
+        probabilities = self._probabilities(all_features, whole_image, scores, soft, anomalous)
         return probabilities, all_features.numpy(), torch.cat(descriptors)
 
     def classify_images(
@@ -835,6 +846,7 @@ class AnomalyNCD(AnomalibModule):
                     on_object,
                     min_inside,
                     self.nothing_found,
+                    self.peak_calibration,
                 )
                 advance(1)
         with progress_bar("Classifying regions", len(regions), silent) as advance:
@@ -924,6 +936,8 @@ class AnomalyNCD(AnomalibModule):
             params = {key: value for key, value in vars(self.mebin).items() if not key.endswith("_")}
             params = {key: value for key, value in params.items() if not key.startswith("_")}
             checkpoint["anomaly_ncd_mebin"] = {"params": params, "range": [self.mebin.min_th_, self.mebin.max_th_]}
+        if self.peak_calibration is not None:
+            checkpoint["anomaly_ncd_peak_calibration"] = self.peak_calibration.as_dict()
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         """Take the checkpoint's novelty bank at its size; a checkpoint without one loads with none."""
@@ -941,6 +955,9 @@ class AnomalyNCD(AnomalibModule):
         state = checkpoint.get("anomaly_ncd_mebin")
         if state is not None:
             self.mebin = MEBin(**state["params"]).set_range(*state["range"])
+        calibration = checkpoint.get("anomaly_ncd_peak_calibration")
+        if calibration is not None:
+            self.peak_calibration = PeakCalibration.from_dict(calibration)
 
     def settings_dict(self) -> dict[str, Any]:
         """Every setting as plain data (for reports and configs)."""

@@ -35,6 +35,8 @@ class ViewCache:
             ``None`` when the regions have no object masks.
         soft: ``(R,)`` True for soft-path regions (MEBin found nothing; centred on the map's peak),
             or ``None`` for none.
+        anomalous: ``(R,)`` the detector's calibrated probability that a soft-path region's image is
+            anomalous (NaN elsewhere), or ``None``.
     """
 
     tokens: torch.Tensor
@@ -45,6 +47,7 @@ class ViewCache:
     whole_image: torch.Tensor
     objects: torch.Tensor | None = None
     soft: torch.Tensor | None = None
+    anomalous: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -183,4 +186,7 @@ def build_view_cache(
         whole_image=torch.tensor([bool(r.whole_image) for r in regions], dtype=torch.bool),
         objects=objects,
         soft=torch.tensor([getattr(r, "source", "region") == "soft" for r in regions], dtype=torch.bool),
+        anomalous=torch.tensor(
+            [float(getattr(r, "anomalous_probability", float("nan"))) for r in regions], dtype=torch.float32
+        ),
     )

@@ -96,6 +96,8 @@ class Region:
             ground-truth defect), ``soft`` (MEBin found nothing; the region is centred on the map's
             strongest evidence, see :mod:`~anomalib_ncd.regions.soft`) or ``none`` (nothing found,
             the whole image with an empty mask).
+        anomalous_probability: for a soft-path region, the detector's calibrated probability that
+            its image is anomalous (:class:`~anomalib_ncd.regions.soft.PeakCalibration`); NaN otherwise.
         crop: the image pixels of the box, when loaded.
         mask: the binary mask inside the box (bool), when loaded.
         soft_mask: the anomaly map inside the box on MEBin's normalised scale (``[0, 1]`` floats, the
@@ -110,6 +112,7 @@ class Region:
     score: float
     whole_image: bool = False
     source: str = "region"
+    anomalous_probability: float = float("nan")
     crop: np.ndarray | None = field(default=None, repr=False)
     mask: np.ndarray | None = field(default=None, repr=False)
     soft_mask: np.ndarray | None = field(default=None, repr=False)

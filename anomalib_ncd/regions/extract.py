@@ -27,7 +27,7 @@ from anomalib_ncd.maps.map_set import AnomalyMapSet
 from anomalib_ncd.progress import progress_bar
 from anomalib_ncd.regions.crops import Box, CropSettings, Region, crop_boxes
 from anomalib_ncd.regions.mebin import MEBin, MEBinResult
-from anomalib_ncd.regions.soft import NOTHING_FOUND, peak_blob
+from anomalib_ncd.regions.soft import NOTHING_FOUND, PeakCalibration, peak_blob
 
 if TYPE_CHECKING:
     from anomalib_ncd.priors import ObjectPrior
@@ -43,12 +43,15 @@ class RegionSet:
         binarization: MEBin's result per image (masks at the working resolution).
         mebin: the fitted MEBin (its range applies to new maps of the same detector); ``None`` for
             ground-truth regions.
+        calibration: the detector's peak calibration fitted on the set (the soft path's normal
+            decision, :class:`~anomalib_ncd.regions.soft.PeakCalibration`); ``None`` without soft path.
     """
 
     regions: list[Region]
     map_set: AnomalyMapSet
     binarization: list[MEBinResult]
     mebin: MEBin | None
+    calibration: PeakCalibration | None = None
 
     def __len__(self) -> int:
         return len(self.regions)
@@ -162,12 +165,12 @@ def extract_regions(
     map_set: AnomalyMapSet,
     mebin: MEBin | None = None,
     crop_settings: CropSettings | None = None,
-    working_long_side: int | str | None = 256,
+    working_long_side: int | str | None = "auto",
     load_crops: bool = True,
     progress: Callable[[int], None] | None = None,
     object_prior: ObjectPrior | None = None,
     min_inside: float | None = None,
-    nothing_found: str = "normal",
+    nothing_found: str = "soft",
 ) -> RegionSet:
     """Binarise every map with MEBin and cut anomaly-centred regions.
 
@@ -203,6 +206,9 @@ def extract_regions(
     if not mebin.is_fitted:
         mebin.fit(aligned)
     results = mebin.transform(aligned)
+    calibration = None
+    if nothing_found == "soft":
+        calibration = PeakCalibration.fit(np.array([image_peak(anomaly_map) for anomaly_map in aligned]))
     regions: list[Region] = []
     with progress_bar("MEBin + regions", len(aligned), progress) as advance:
         for index, (result, anomaly_map, shape) in enumerate(zip(results, aligned, map_set.image_shapes, strict=True)):
@@ -219,9 +225,23 @@ def extract_regions(
                 on_object,
                 min_inside,
                 nothing_found,
+                calibration,
             )
             advance(1)
-    return RegionSet(regions=regions, map_set=map_set, binarization=results, mebin=mebin)
+    return RegionSet(regions=regions, map_set=map_set, binarization=results, mebin=mebin, calibration=calibration)
+
+
+def image_peak(anomaly_map: np.ndarray) -> float:
+    """An image's peak anomaly score: the maximum of its finite map values (NaN when there is none).
+
+    Args:
+        anomaly_map: the map.
+
+    Returns:
+        The peak.
+    """
+    finite = np.asarray(anomaly_map)[np.isfinite(anomaly_map)]
+    return float(finite.max()) if finite.size else float("nan")
 
 
 def check_nothing_found(nothing_found: str) -> None:
@@ -269,7 +289,8 @@ def _binarised_regions(
     image: np.ndarray | None,
     object_mask: np.ndarray | None = None,
     min_inside: float | None = None,
-    nothing_found: str = "normal",
+    nothing_found: str = "soft",
+    calibration: PeakCalibration | None = None,
 ) -> list[Region]:
     """Regions of one image from its MEBin result (mask at working size) and its aligned map."""
     full_mask = _to_image(result.mask, shape)
@@ -279,7 +300,12 @@ def _binarised_regions(
     if not boxes and nothing_found == "soft":
         full_mask = _to_image(peak_blob(anomaly_map), shape)
         boxes, source = crop_boxes(full_mask, 1, crop_settings), "soft"
-    return cut_regions(image_index, shape, full_mask, boxes, normalised, image, object_mask, min_inside, source)
+    regions = cut_regions(image_index, shape, full_mask, boxes, normalised, image, object_mask, min_inside, source)
+    if source == "soft" and calibration is not None:
+        probability = float(calibration.anomalous_probability(image_peak(anomaly_map)))
+        for region in regions:
+            region.anomalous_probability = probability
+    return regions
 
 
 def _to_image(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -389,10 +415,11 @@ def regions_of_image(
     mebin: MEBin,
     crop_settings: CropSettings | None = None,
     image_index: int = 0,
-    working_long_side: int | str | None = 256,
+    working_long_side: int | str | None = "auto",
     object_mask: np.ndarray | None = None,
     min_inside: float | None = None,
-    nothing_found: str = "normal",
+    nothing_found: str = "soft",
+    calibration: PeakCalibration | None = None,
 ) -> list[Region]:
     """Regions of one image in memory, with a MEBin already fitted on its detector's maps.
 
@@ -410,6 +437,8 @@ def regions_of_image(
         object_mask: the image's object mask (see :func:`cut_regions`), or ``None``.
         min_inside: drop regions mostly off the object (see :func:`cut_regions`), or ``None``.
         nothing_found: ``soft`` or ``normal`` (see :func:`extract_regions`).
+        calibration: the peak calibration of the discovery set (the soft path's normal decision);
+            ``None``: soft regions fall back to PLC's rule.
 
     Returns:
         The regions, crops and masks attached.
@@ -432,6 +461,7 @@ def regions_of_image(
         object_mask,
         min_inside,
         nothing_found,
+        calibration,
     )
 
 

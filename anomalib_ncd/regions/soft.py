@@ -13,20 +13,116 @@ threshold fitted to any labeled set. The blob's box is cut like a MEBin region
 (:func:`~anomalib_ncd.regions.crops.crop_boxes`), its binary mask guides the attention as a MEBin
 mask would, and the map inside the crop is its soft mask.
 
-The normal decision. A soft region's score ``s`` is the image's peak on MEBin's range (0 for the
-weakest peak of the set, 1 for the strongest), the quantity AnomalyNCD's pseudo-label correction
-(PLC) already reads as the detector's confidence. The same rule decides at inference:
-``p' = w * onehot(normal) + (1 - w) * p`` with ``w = max(0, 0.5 - s)``. An image whose peak is as
-weak as the set's weakest gets ``w = 0.5`` and is normal whatever the model says; from ``s = 0.5``
-on the model alone decides. The rule is the papers' own, used in training and at decision alike.
+The normal decision. The detector's own evidence says how likely the image is anomalous: its peak
+(the maximum of its map) against the peaks of the whole set. A two-component Gaussian mixture on the
+set's peaks (:class:`PeakCalibration`, fitted with the set like MEBin's range, no label) separates
+the normal-looking peaks from the anomalous-looking ones, and its posterior ``p_a`` of the higher
+component is the detector's probability that the image is anomalous. The soft region's class
+probabilities are then ``p' = (1 - p_a) * onehot(normal) + p_a * p``: with a sure detector the
+components separate and a normal image stays normal whatever the model says; with an unsure one
+``p_a`` is moderate and the model's own view of the crop decides. Soft regions train like any other
+(AnomalyNCD's pseudo-label correction pulls the weak ones toward normal). Without a calibration
+(a checkpoint from before it existed) the correction is PLC's: ``w = max(0, 0.5 - s)`` toward normal,
+``s`` the region's score on MEBin's range.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 NOTHING_FOUND = ("soft", "normal")
+
+
+@dataclass(frozen=True)
+class PeakCalibration:
+    """A two-component 1-D Gaussian mixture on a set's image peaks: ``P(anomalous | peak)``.
+
+    Attributes:
+        weights: the two components' weights, normal-looking (lower mean) first.
+        means: their means.
+        variances: their variances.
+    """
+
+    weights: tuple[float, float]
+    means: tuple[float, float]
+    variances: tuple[float, float]
+
+    @classmethod
+    def fit(cls, peaks: np.ndarray, seed: int = 0) -> PeakCalibration:
+        """Fit the mixture on the peaks of a set (EM, scikit-learn; deterministic with the seed).
+
+        Args:
+            peaks: ``(I,)`` each image's peak anomaly score (finite values are used).
+            seed: the initialisation's seed.
+
+        Returns:
+            The calibration; for fewer than 2 distinct finite peaks, a degenerate one under which
+            every image is as likely anomalous as not (``p_a = 0.5``).
+        """
+        from sklearn.mixture import GaussianMixture
+
+        values = np.asarray(peaks, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if np.unique(values).size < 2:
+            centre = float(values.mean()) if values.size else 0.0
+            return cls((0.5, 0.5), (centre, centre), (1.0, 1.0))
+        mixture = GaussianMixture(n_components=2, covariance_type="full", random_state=seed, reg_covar=1e-6)
+        mixture.fit(values[:, None])
+        order = np.argsort(mixture.means_[:, 0])
+        return cls(
+            weights=tuple(float(mixture.weights_[i]) for i in order),  # type: ignore[arg-type]
+            means=tuple(float(mixture.means_[i, 0]) for i in order),  # type: ignore[arg-type]
+            variances=tuple(float(mixture.covariances_[i, 0, 0]) for i in order),  # type: ignore[arg-type]
+        )
+
+    def anomalous_probability(self, peaks: np.ndarray | float) -> np.ndarray:
+        """The posterior of the higher (anomalous-looking) component for each peak.
+
+        Peaks above the anomalous component's mean are anomalous with the probability at that mean or
+        more, and below the normal one's mean normal likewise (a Gaussian tail must not flip sides).
+
+        Args:
+            peaks: peak score(s).
+
+        Returns:
+            Probabilities in ``[0, 1]``, same shape as ``peaks``.
+
+        Example:
+            >>> calibration = PeakCalibration((0.5, 0.5), (0.0, 10.0), (1.0, 1.0))
+            >>> calibration.anomalous_probability(np.array([-5.0, 5.0, 20.0])).round(3)
+            array([0. , 0.5, 1. ])
+        """
+        values = np.asarray(peaks, dtype=np.float64)
+        clipped = np.clip(values, self.means[0], self.means[1]) if self.means[1] > self.means[0] else values
+        log_densities = [
+            np.log(max(weight, 1e-300)) - 0.5 * np.log(2 * np.pi * variance) - 0.5 * (clipped - mean) ** 2 / variance
+            for weight, mean, variance in zip(self.weights, self.means, self.variances, strict=True)
+        ]
+        return 1.0 / (1.0 + np.exp(np.clip(log_densities[0] - log_densities[1], -700, 700)))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, for a checkpoint.
+
+        Returns:
+            The fields as lists.
+        """
+        return {key: list(value) for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PeakCalibration:
+        """The calibration :meth:`as_dict` wrote.
+
+        Args:
+            data: the dict.
+
+        Returns:
+            The calibration.
+        """
+        return cls(*(tuple(float(v) for v in data[key]) for key in ("weights", "means", "variances")))  # type: ignore[arg-type]
 
 
 def peak_blob(anomaly_map: np.ndarray) -> np.ndarray:
@@ -66,30 +162,39 @@ def normal_weight(score: float | np.ndarray) -> np.ndarray:
 
 
 def soft_path_probabilities(
-    probabilities: np.ndarray, scores: np.ndarray, soft: np.ndarray, normal_index: int | None
+    probabilities: np.ndarray,
+    scores: np.ndarray,
+    soft: np.ndarray,
+    normal_index: int | None,
+    anomalous: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Class probabilities of soft-path regions corrected toward normal by their detector score.
+    """Class probabilities of soft-path regions corrected toward normal by the detector's evidence.
 
     Args:
         probabilities: ``(R, K)`` the model's class probabilities of every region.
-        scores: ``(R,)`` region scores on MEBin's range.
+        scores: ``(R,)`` region scores on MEBin's range (PLC's rule where ``anomalous`` is NaN).
         soft: ``(R,)`` True for soft-path regions (the only ones changed).
         normal_index: the normal class (``None``: no normal class, nothing changes).
+        anomalous: ``(R,)`` the detector's calibrated probability that each region's image is
+            anomalous (:class:`PeakCalibration`); NaN or ``None`` where unknown.
 
     Returns:
         ``(R, K)`` probabilities (a copy).
 
     Example:
-        >>> p = np.array([[0.2, 0.8], [0.2, 0.8]])
-        >>> soft_path_probabilities(p, np.array([0.0, 0.0]), np.array([True, False]), 0).round(2)
+        >>> p, soft, evidence = np.full((3, 2), [0.2, 0.8]), np.array([True, True, False]), np.array([0.5, np.nan, 0.5])
+        >>> soft_path_probabilities(p, np.zeros(3), soft, 0, evidence).round(2)
         array([[0.6, 0.4],
+               [0.6, 0.4],
                [0.2, 0.8]])
     """
     corrected = np.array(probabilities, dtype=np.float64, copy=True)
     soft = np.asarray(soft, dtype=bool)
     if normal_index is None or not soft.any():
         return corrected.astype(probabilities.dtype, copy=False)
-    weight = normal_weight(np.asarray(scores)[soft])[:, None]
+    evidence = np.full(len(corrected), np.nan) if anomalous is None else np.asarray(anomalous, dtype=np.float64)
+    weight = np.where(np.isnan(evidence), normal_weight(np.asarray(scores)), 1.0 - np.nan_to_num(evidence))
+    weight = weight[soft][:, None]
     target = np.zeros(corrected.shape[1])
     target[normal_index] = 1.0
     corrected[soft] = weight * target + (1.0 - weight) * corrected[soft]
