@@ -30,6 +30,7 @@ from sklearn.cluster import KMeans
 from anomalib_ncd.discovery.class_count import ClassCountSettings, estimate_class_count
 from anomalib_ncd.discovery.classification import ImageClassification
 from anomalib_ncd.discovery.fusion import fuse_regions
+from anomalib_ncd.regions.soft import regions_without_anomaly
 
 if TYPE_CHECKING:
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
@@ -108,7 +109,7 @@ def add_batch(
     threshold = float(np.quantile(typicality(model, training_features), quantile))
     found = model.classify_images(images, anomaly_maps)
     scores = typicality(model, found.region_features)
-    whole = np.array([region.whole_image for region in found.regions])
+    whole = regions_without_anomaly(found.regions)
     new_kind = (scores < threshold) & ~whole
     features = found.region_features[new_kind]
     if len(features) < max(min_new_regions, 1) or n_new_classes == 0:
@@ -180,7 +181,7 @@ def recalibrate_rejection(extended: AnomalyNCD, earlier: ImageClassification, ba
             are the same for the extended model: only the heads changed).
     """
     both = [earlier, batch]
-    whole = np.concatenate([[region.whole_image for region in part.regions] for part in both]).astype(bool)
+    whole = np.concatenate([regions_without_anomaly(part.regions) for part in both])
     areas = np.concatenate([[region.area for region in part.regions] for part in both]).astype(float)
     # the batch's images follow the earlier ones
     image_index = np.concatenate(

@@ -54,7 +54,12 @@ from anomalib_ncd.progress import progress_bar
 from anomalib_ncd.regions.crops import CropSettings, Region
 from anomalib_ncd.regions.extract import RegionSet, check_nothing_found, regions_of_image
 from anomalib_ncd.regions.mebin import MEBin
-from anomalib_ncd.regions.soft import PeakCalibration, soft_path_probabilities
+from anomalib_ncd.regions.soft import (
+    PeakCalibration,
+    regions_without_anomaly,
+    soft_path_probabilities,
+    stands_for_no_anomaly,
+)
 
 if TYPE_CHECKING:
     from anomalib_ncd.priors import ObjectPrior
@@ -576,6 +581,16 @@ class AnomalyNCD(AnomalibModule):
         cosines = self.model.heads(features)[int(self.best_head)]
         return unknown_scores(cosines, self.novelty_settings.score, self.loss_weights.student_temperature)
 
+    def _no_anomaly(self) -> np.ndarray:
+        """Prepared regions that stand for no anomaly (:func:`~anomalib_ncd.regions.soft.stands_for_no_anomaly`)."""
+        assert self.cache is not None
+        cache = self.cache
+        return stands_for_no_anomaly(
+            cache.whole_image.numpy(),
+            None if cache.soft is None else cache.soft.numpy(),
+            None if cache.anomalous is None else cache.anomalous.numpy(),
+        )
+
     def _cached_descriptors(self, end: int) -> torch.Tensor:
         """Anomaly-pooled frozen descriptors of the plain view of the first ``end`` cached regions."""
         assert self.cache is not None
@@ -598,11 +613,11 @@ class AnomalyNCD(AnomalibModule):
         if self.novelty_settings.score == "knn":
             # every prepared region where something was found, labeled known-class ones included
             every = self._cached_descriptors(len(self.cache))
-            bank, descriptors = every[~self.cache.whole_image.bool()], every[:end]
+            bank, descriptors = every[~torch.from_numpy(self._no_anomaly())], every[:end]
         return self.calibrate_novelty_on(
             features,
             descriptors,
-            self.cache.whole_image[:end].numpy(),
+            self._no_anomaly()[:end],
             self.cache.areas[:end].numpy(),
             self.cache.image_index[:end].numpy(),
             bank,
@@ -707,7 +722,7 @@ class AnomalyNCD(AnomalibModule):
         areas = self.cache.areas[: self.n_unlabeled].numpy()
         n_images = int(image_index.max()) + 1 if n_images is None else n_images
         fused = fuse_regions(probabilities, areas, image_index, n_images, self.fusion_temperature)
-        whole_image = self.cache.whole_image[: self.n_unlabeled].numpy()
+        whole_image = self._no_anomaly()[: self.n_unlabeled]
         descriptors = self._cached_descriptors(self.n_unlabeled) if self.novelty_settings.score == "knn" else None
         verdict = self._verdict(features, whole_image, areas, image_index, n_images, descriptors, in_bank=True)
         return DiscoveryResult(
@@ -854,8 +869,9 @@ class AnomalyNCD(AnomalibModule):
         image_index = np.array([region.image_index for region in regions])
         areas = np.array([region.area for region in regions], dtype=float)
         fused = fuse_regions(probabilities, areas, image_index, len(images), self.fusion_temperature)
-        whole_image = np.array([region.whole_image for region in regions], dtype=bool)
-        verdict = self._verdict(features, whole_image, areas, image_index, len(images), descriptors)
+        verdict = self._verdict(
+            features, regions_without_anomaly(regions), areas, image_index, len(images), descriptors
+        )
         return ImageClassification(
             classes=fused.argmax(1),
             confidence=fused.max(1),

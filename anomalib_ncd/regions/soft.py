@@ -28,6 +28,7 @@ components separate and a normal image stays normal whatever the model says; wit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -199,3 +200,49 @@ def soft_path_probabilities(
     target[normal_index] = 1.0
     corrected[soft] = weight * target + (1.0 - weight) * corrected[soft]
     return corrected.astype(probabilities.dtype, copy=False)
+
+
+def stands_for_no_anomaly(
+    whole_image: np.ndarray, soft: np.ndarray | None = None, anomalous: np.ndarray | None = None
+) -> np.ndarray:
+    """Regions that stand for no anomaly: never unknown, never new-kind, not in the knn bank.
+
+    These are the whole-image regions of images where nothing was found, and the soft-path regions
+    whose image the detector's calibrated evidence calls normal (``p_a < 0.5``, or unknown ``p_a``).
+    "Unknown" is a verdict on an anomaly; an image the detector calls normal has none.
+
+    Args:
+        whole_image: ``(R,)`` whole-image flags.
+        soft: ``(R,)`` soft-path flags, or ``None``.
+        anomalous: ``(R,)`` the detector's calibrated probability that the region's image is
+            anomalous (NaN where unknown), or ``None``.
+
+    Returns:
+        ``(R,)`` bool.
+
+    Example:
+        >>> whole, soft = np.array([1, 0, 0, 0], bool), np.array([0, 1, 1, 0], bool)
+        >>> stands_for_no_anomaly(whole, soft, np.array([np.nan, 0.9, 0.1, np.nan]))
+        array([ True, False,  True, False])
+    """
+    result = np.asarray(whole_image, dtype=bool).copy()
+    if soft is not None:
+        evidence = np.full(result.shape, np.nan) if anomalous is None else np.asarray(anomalous, dtype=np.float64)
+        result |= np.asarray(soft, dtype=bool) & ~(evidence >= 0.5)
+    return result
+
+
+def regions_without_anomaly(regions: Sequence[Any]) -> np.ndarray:
+    """:func:`stands_for_no_anomaly` of region objects (``whole_image``, ``source``, ``anomalous_probability``).
+
+    Args:
+        regions: the regions.
+
+    Returns:
+        ``(R,)`` bool.
+    """
+    return stands_for_no_anomaly(
+        np.array([bool(region.whole_image) for region in regions], dtype=bool),
+        np.array([getattr(region, "source", "region") == "soft" for region in regions], dtype=bool),
+        np.array([float(getattr(region, "anomalous_probability", np.nan)) for region in regions], dtype=np.float64),
+    )

@@ -7,6 +7,7 @@ from lightning.pytorch import seed_everything
 
 from anomalib_ncd.discovery.continual import add_batch, classify_keeping_old_ids, typicality
 from anomalib_ncd.regions.extract import extract_regions
+from anomalib_ncd.regions.soft import regions_without_anomaly
 from tests.unit.discovery.test_model_lightning import SHAPE, blob, fit, make_model, make_scene
 
 
@@ -105,7 +106,7 @@ def test_rejection_is_recalibrated_on_the_earlier_and_the_new_regions(trained, s
     assert np.isfinite(float(extended.unknown_threshold))
     batch = update.classification
     if score == "knn":
-        found = [part.region_descriptors[[not r.whole_image for r in part.regions]] for part in (earlier, batch)]
+        found = [part.region_descriptors[~regions_without_anomaly(part.regions)] for part in (earlier, batch)]
         np.testing.assert_allclose(extended.novelty_bank.numpy(), np.concatenate(found), atol=1e-5)
     # the thresholds are those of the union of earlier and new regions, at the model's quantile
     both = earlier.regions + batch.regions
@@ -117,7 +118,7 @@ def test_rejection_is_recalibrated_on_the_earlier_and_the_new_regions(trained, s
 
     expected = calibrate(
         np.concatenate([scores(earlier), scores(batch)]),
-        np.array([r.whole_image for r in both]),
+        regions_without_anomaly(both),
         np.array([r.area for r in both], dtype=float),
         np.array([r.image_index for r in earlier.regions] + [r.image_index + offset for r in batch.regions]),
         extended.fusion_temperature,
