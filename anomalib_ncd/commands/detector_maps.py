@@ -37,6 +37,11 @@ class DetectorSettings:
         coreset_sampling_ratio: Patchcore's memory-bank subsampling.
         max_train_images: train the Patchcore on at most this many normal images (a deterministic
             sample; ``None``: all). Patchcore's greedy coreset is slow on a few CPU cores.
+        trust_checkpoint: load ``checkpoint`` even when it needs types outside the allow-list of
+            safe types (``torch.load(weights_only=False)``). RISK: unpickling such a file can run
+            arbitrary code on this machine; only for a checkpoint you made yourself or got from a
+            source you trust. Off: the checkpoint is read as tensors and plain data only, and one
+            that needs more is refused, naming the types.
     """
 
     checkpoint: str | None = None
@@ -46,12 +51,18 @@ class DetectorSettings:
     image_size: int = 256
     coreset_sampling_ratio: float = 0.01
     max_train_images: int | None = None
+    trust_checkpoint: bool = False
 
     def check(self) -> None:
         """Check what can be checked before a run starts (so a typo leaves no half-made run folder).
 
+        A checkpoint is read as data here (:func:`~anomalib_ncd.maps.from_anomalib.check_anomalib_checkpoint`):
+        an unsafe, corrupt or non-anomalib file fails before anything is written.
+
         Raises:
-            ValueError: when both a checkpoint and maps are given.
+            ValueError: when both a checkpoint and maps are given, or the checkpoint is unreadable,
+                not an anomalib checkpoint, or of no known model class.
+            UnsafeCheckpointError: when the checkpoint needs types outside the allow-list.
             FileNotFoundError: when the checkpoint or the maps folder does not exist.
         """
         if self.checkpoint is not None and self.maps is not None:
@@ -63,6 +74,10 @@ class DetectorSettings:
         if self.maps is not None and not Path(self.maps).is_dir():
             msg = f"anomaly-map folder not found: {self.maps}"
             raise FileNotFoundError(msg)
+        if self.checkpoint is not None:
+            from anomalib_ncd.maps.from_anomalib import check_anomalib_checkpoint
+
+            check_anomalib_checkpoint(self.checkpoint, self.model, trust_checkpoint=self.trust_checkpoint)
 
 
 def anomaly_maps(
@@ -75,7 +90,7 @@ def anomaly_maps(
     accelerator: str = "auto",
     devices: int | str = 1,
     seed: int = 0,
-) -> tuple[AnomalyMapSet, str | None]:
+) -> tuple[AnomalyMapSet, str | None, str | None]:
     """The raw anomaly maps of the table's test images.
 
     Args:
@@ -89,7 +104,8 @@ def anomaly_maps(
         seed: seed of the training-image sample.
 
     Returns:
-        The maps (with the table's ground truth) and the detector checkpoint (``None`` for saved maps).
+        The maps (with the table's ground truth), the detector checkpoint and the detector's model
+        class (its name or import path, for ``predict``; both ``None`` for saved maps).
 
     Raises:
         FileNotFoundError: when the checkpoint or the maps folder does not exist.
@@ -98,14 +114,14 @@ def anomaly_maps(
     """
     from anomalib_ncd.data import to_anomalib_datamodule
     from anomalib_ncd.maps.folder import load_map_folder
-    from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps
+    from anomalib_ncd.maps.from_anomalib import load_anomalib_model, model_class_name, predict_maps
 
     test = table[table["split"] == "test"]
     settings.check()
     if settings.maps is not None:
-        return load_map_folder(settings.maps, samples=test), None
+        return load_map_folder(settings.maps, samples=test), None, None
     if settings.checkpoint is not None:
-        model = load_anomalib_model(settings.checkpoint, settings.model)
+        model = load_anomalib_model(settings.checkpoint, settings.model, trust_checkpoint=settings.trust_checkpoint)
         checkpoint = str(Path(settings.checkpoint).resolve())
         image_size = input_size(model) or settings.image_size
     else:
@@ -113,7 +129,7 @@ def anomaly_maps(
         image_size = settings.image_size
     datamodule = to_anomalib_datamodule(test, dataset, category=category, image_size=image_size)
     maps = predict_maps(model, datamodule, samples=test, accelerator=accelerator, devices=devices)
-    return maps, checkpoint
+    return maps, checkpoint, model_class_name(model)
 
 
 def input_size(model: Any) -> tuple[int, int] | None:

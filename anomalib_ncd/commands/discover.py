@@ -241,7 +241,7 @@ def _run(
     if (run / MAPS_FOLDER / "index.csv").is_file():
         map_set = load_map_folder(run / MAPS_FOLDER, samples=test)
     else:
-        map_set, detector_checkpoint = anomaly_maps(
+        map_set, detector_checkpoint, detector_model = anomaly_maps(
             arguments["detector"],
             table,
             state.get("dataset", ""),
@@ -252,7 +252,9 @@ def _run(
             seed=arguments["seed"],
         )
         save_map_set(map_set, run / MAPS_FOLDER)
-        state = write_run_state(run, stage="maps", detector_checkpoint=detector_checkpoint)
+        state = write_run_state(
+            run, stage="maps", detector_checkpoint=detector_checkpoint, detector_model=detector_model
+        )
     timings["maps_s"] = time.perf_counter() - start
 
     labeled_regions, labeled_classes, _ = known_set
