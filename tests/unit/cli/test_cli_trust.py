@@ -104,6 +104,16 @@ def test_load_from_checkpoint_runs_nothing(scene, tmp_path):
     assert not marker.exists()
 
 
+def test_resuming_from_a_planted_checkpoint_runs_nothing(scene, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    run = copied_run(scene, tmp_path, stage="training", complete=False)  # as if interrupted
+    planted(scene["run"] / CHECKPOINT, run / CHECKPOINT, Plant(marker))
+    assert main(["discover", "--resume", str(run)]) == 2
+    assert not marker.exists()
+    error = one_line_error(capsys)
+    assert "io.open" in error
+
+
 def test_discover_with_a_planted_detector_checkpoint_runs_nothing(scene, tmp_path, capsys):
     marker = tmp_path / "marker"
     evil = planted(scene["detector"], tmp_path / "results" / "Patchcore" / "x" / CHECKPOINT, Plant(marker))
