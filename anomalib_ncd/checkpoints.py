@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -130,13 +131,17 @@ def read_checkpoint(
         raise FileNotFoundError(msg)
     is_zip = zipfile.is_zipfile(path)
     try:
-        with safe_loading(model_class, extra_types):
+        with safe_loading(model_class, extra_types), warnings.catch_warnings():
+            # torch's note on a foreign pickle protocol: the refusal below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=not trust, mmap=is_zip)
     except pickle.UnpicklingError as error:
         types = _unsafe_types(path, model_class, extra_types, str(error)) if not trust else []
         if types or (is_zip and not trust):
             raise UnsafeCheckpointError(path, types, advice or "do not use this file") from error
-        raise _unreadable(path, what, error) from error
+        # not torch.save's zip format and not a legacy checkpoint either: some other file
+        reason = "it is not in the format torch.save writes" if not trust else None
+        raise _unreadable(path, what, error, reason) from error
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, TypeError) as error:
         raise _unreadable(path, what, error) from error
 
@@ -179,9 +184,10 @@ def _unsafe_types(path: Path, model_class: type | None, extra_types: Sequence[An
     return sorted(set(_GLOBAL_IN_MESSAGE.findall(message)))
 
 
-def _unreadable(path: Path, what: str, error: BaseException) -> CheckpointError:
-    reason = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, EOFError):
+def _unreadable(path: Path, what: str, error: BaseException, reason: str | None = None) -> CheckpointError:
+    """The error for a file that is no readable checkpoint, with the first sentence of the cause."""
+    if reason is None and isinstance(error, EOFError):
         reason = "the file ends early (empty or cut short)"
-    reason = reason.split(". ")[0][:200]
+    if reason is None:
+        reason = (" ".join(str(error).split()) or type(error).__name__).split(". ")[0][:200]
     return CheckpointError(f"{what} {path} is not a readable PyTorch checkpoint (corrupt or truncated?): {reason}")
