@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,19 +167,24 @@ def test_the_trust_option_is_documented_with_its_risk(capsys):
 
 
 def test_our_checkpoints_hold_only_tensors_and_plain_data(scene, tmp_path):
-    from anomalib_ncd import AnomalyNCD
+    from anomalib_ncd import AnomalyNCD, MEBin
     from anomalib_ncd.pipeline.checkpoint import save_model_checkpoint
 
     trained = scene["run"] / CHECKPOINT  # written by the Trainer after each epoch
     assert torch.serialization.get_unsafe_globals_in_checkpoint(trained) == []
     model = AnomalyNCD.load_from_checkpoint(trained)
     assert model.mebin is not None
+    # numpy values given by a caller become plain numbers in the checkpoint
+    model.mebin = MEBin(step=np.int64(4), kernel_size=np.int64(6)).set_range(model.mebin.min_th_, 1.0)
+    model.hparams["fusion_temperature"] = np.float64(50.0)
     rewritten = save_model_checkpoint(model, tmp_path / "rewritten.ckpt")  # as `add` writes it
     assert torch.serialization.get_unsafe_globals_in_checkpoint(rewritten) == []
     torch.load(rewritten, map_location="cpu", weights_only=True)  # torch's defaults, no allow-list at all
     again = AnomalyNCD.load_from_checkpoint(rewritten)
     assert again.class_names == model.class_names
     assert (again.mebin.min_th_, again.mebin.max_th_) == (model.mebin.min_th_, model.mebin.max_th_)
+    assert again.mebin.step == 4
+    assert again.fusion_temperature == 50.0
 
 
 def test_a_real_patchcore_checkpoint_still_loads(scene):
