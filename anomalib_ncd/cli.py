@@ -4,8 +4,10 @@ Commands: ``discover`` (find the defect classes of a set), ``predict`` (classify
 discovered model), ``add`` (continual discovery: a new batch, new kinds appended as classes),
 ``evaluate`` (score a run against true types) and ``regions`` (the region stage alone). Each is a
 thin wrapper over the Python API. User errors (missing paths, unreadable images, unusable maps, a
-full disk) end with one ``anomalib-ncd: error: ...`` line and exit code 2, no traceback; earlier
-results are left as they were.
+corrupt checkpoint or one that is not an anomalib checkpoint, a checkpoint that would need to run
+code to load, a full disk) end with one ``anomalib-ncd: error: ...`` line and exit code 2, no
+traceback; earlier results are left as they were. Checkpoints are read as data, never run
+(:mod:`anomalib_ncd.checkpoints`).
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ def main(output: Path) -> None:
     run = output / "NCD" / "synthetic" / "brick" / "latest"
 
     # the loop: the discovery model, with the detector whose raw maps it was trained on
-    model = AnomalyNCD.load_from_checkpoint(run / "weights" / "lightning" / "model.ckpt", weights_only=False)
-    model.detector = load_anomalib_model(read_run_state(run)["detector_checkpoint"])
+    model = AnomalyNCD.load_from_checkpoint(run / "weights" / "lightning" / "model.ckpt")
+    state = read_run_state(run)  # the detector's checkpoint and model class, as discover recorded them
+    model.detector = load_anomalib_model(state["detector_checkpoint"], state.get("detector_model"))
     new_images = output / "data" / "synthetic" / "brick" / "test" / "scratch"
     for batch in Engine(logger=False).predict(model=model, data_path=new_images):
         for path, label, confidence, boxes in zip(

@@ -11,7 +11,7 @@ itself is never changed: the extended model goes to the next version folder besi
 - ``assignments.csv``: the earlier rows unchanged, then the batch's rows (column ``batch``);
 - ``summary.json``: the appended classes, the new-kind threshold and the share of new-kind regions;
 - ``report/index.html``: the batch's classes, appended ones included;
-- ``run.json`` (``command: add``, the parent run and the detector) and ``config.yaml``.
+- ``run.json`` (``command: add``, the parent run, the detector and its model class) and ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml
-from anomalib_ncd.commands.predict import CHECKPOINT, RUN_COMMANDS, list_images, maps_of_images
+from anomalib_ncd.commands.predict import (
+    CHECKPOINT,
+    RUN_COMMANDS,
+    RunDetector,
+    list_images,
+    load_run_model,
+    maps_of_images,
+)
 from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.results import mark_latest, next_version_dir, read_run_state, resolve_run, write_run_state
 
@@ -45,6 +52,7 @@ def add(
     run: str,
     images: str,
     maps: str | None = None,
+    detector: RunDetector = RunDetector(),  # noqa: B008 (frozen settings)
     n_new_classes: int | Literal["auto"] = "auto",
     quantile: float = 0.05,
     min_new_regions: int = 4,
@@ -58,6 +66,8 @@ def add(
         run: a completed ``discover`` (or ``add``) run folder, or its ``latest`` link.
         images: the new batch: an image file or a folder of images (searched recursively).
         maps: saved raw maps of the batch (``index.csv`` folder); needed when the run has no detector.
+        detector: the run's detector: its model class (when the run does not record it) and
+            whether to trust a checkpoint that needs more than plain data.
         n_new_classes: classes to append, or ``auto`` to estimate it from the new-kind regions.
         quantile: share of the earlier regions that would count as new-kind (the false-alarm rate of
             "new kind"): a batch region is new-kind when it fits the classes less than that share of
@@ -84,16 +94,13 @@ def add(
         msg = f"{run_dir} has no saved maps ({MAPS_FOLDER}/index.csv): the new-kind threshold needs the earlier regions"
         raise FileNotFoundError(msg)
     batch_files = list_images(images)
-    batch_maps = maps_of_images(
-        batch_files, maps, state.get("detector_checkpoint"), accelerator, devices, state.get("detector_input")
-    )
+    model = load_run_model(run_dir)  # before the detector runs: a bad run checkpoint fails fast
+    batch_maps = maps_of_images(batch_files, maps, state, detector, accelerator, devices)
 
     from anomalib_ncd.discovery.continual import add_batch
-    from anomalib_ncd.discovery.lightning_model import AnomalyNCD
     from anomalib_ncd.maps.folder import load_map_folder
     from anomalib_ncd.regions.extract import read_set_image
 
-    model = AnomalyNCD.load_from_checkpoint(str(run_dir / CHECKPOINT), map_location="cpu", weights_only=False)
     earlier = load_map_folder(run_dir / MAPS_FOLDER)
     earlier_regions = _earlier_regions(model, earlier)
     batch_images = [read_set_image(batch_maps, index) for index in range(len(batch_maps))]
@@ -122,6 +129,7 @@ def add(
         parent=str(run_dir),
         detector_checkpoint=state.get("detector_checkpoint"),
         detector_input=state.get("detector_input"),
+        detector_model=detector.model or state.get("detector_model"),
     )
     atomic_write_text(new_run / CONFIG_FILE, config_yaml(arguments))
     save_model_checkpoint(update.model, new_run / CHECKPOINT)

@@ -44,6 +44,11 @@ class DetectorSettings:
         coreset_sampling_ratio: Patchcore's memory-bank subsampling.
         max_train_images: train the Patchcore on at most this many normal images (a deterministic
             sample; ``None``: all). Patchcore's greedy coreset is slow on a few CPU cores.
+        trust_checkpoint: load ``checkpoint`` even when it needs types outside the allow-list of
+            safe types (``torch.load(weights_only=False)``). RISK: unpickling such a file can run
+            arbitrary code on this machine; only for a checkpoint you made yourself or got from a
+            source you trust. Off: the checkpoint is read as tensors and plain data only, and one
+            that needs more is refused, naming the types.
     """
 
     checkpoint: str | None = None
@@ -54,12 +59,18 @@ class DetectorSettings:
     letterbox: bool = True
     coreset_sampling_ratio: float = 0.01
     max_train_images: int | None = None
+    trust_checkpoint: bool = False
 
     def check(self) -> None:
         """Check what can be checked before a run starts (so a typo leaves no half-made run folder).
 
+        A checkpoint is read as data here (:func:`~anomalib_ncd.maps.from_anomalib.check_anomalib_checkpoint`):
+        an unsafe, corrupt or non-anomalib file fails before anything is written.
+
         Raises:
-            ValueError: when both a checkpoint and maps are given.
+            ValueError: when both a checkpoint and maps are given, or the checkpoint is unreadable,
+                not an anomalib checkpoint, or of no known model class.
+            UnsafeCheckpointError: when the checkpoint needs types outside the allow-list.
             FileNotFoundError: when the checkpoint or the maps folder does not exist.
         """
         if self.checkpoint is not None and self.maps is not None:
@@ -71,6 +82,10 @@ class DetectorSettings:
         if self.maps is not None and not Path(self.maps).is_dir():
             msg = f"anomaly-map folder not found: {self.maps}"
             raise FileNotFoundError(msg)
+        if self.checkpoint is not None:
+            from anomalib_ncd.maps.from_anomalib import check_anomalib_checkpoint
+
+            check_anomalib_checkpoint(self.checkpoint, self.model, trust_checkpoint=self.trust_checkpoint)
 
 
 def anomaly_maps(
@@ -83,7 +98,7 @@ def anomaly_maps(
     accelerator: str = "auto",
     devices: int | str = 1,
     seed: int = 0,
-) -> tuple[AnomalyMapSet, str | None, dict[str, Any] | None]:
+) -> tuple[AnomalyMapSet, str | None, str | None, dict[str, Any] | None]:
     """The raw anomaly maps of the table's test images.
 
     Args:
@@ -97,9 +112,9 @@ def anomaly_maps(
         seed: seed of the training-image sample.
 
     Returns:
-        The maps (with the table's ground truth), the detector checkpoint and how images are fed to
-        it (``{"image_size": ..., "letterbox": ...}``, for ``predict`` to do the same), both ``None``
-        for saved maps.
+        The maps (with the table's ground truth), the detector checkpoint, the detector's model
+        class (its name or import path) and how images are fed to it (``{"image_size": ...,
+        "letterbox": ...}``): what ``predict`` needs to run it the same way; ``None`` for saved maps.
 
     Raises:
         FileNotFoundError: when the checkpoint or the maps folder does not exist.
@@ -107,15 +122,15 @@ def anomaly_maps(
             dataset without normal training images.
     """
     from anomalib_ncd.maps.folder import load_map_folder
-    from anomalib_ncd.maps.from_anomalib import load_anomalib_model
+    from anomalib_ncd.maps.from_anomalib import load_anomalib_model, model_class_name
 
     test = table[table["split"] == "test"]
     settings.check()
     if settings.maps is not None:
-        return load_map_folder(settings.maps, samples=test), None, None
+        return load_map_folder(settings.maps, samples=test), None, None, None
     letterbox = False
     if settings.checkpoint is not None:
-        model = load_anomalib_model(settings.checkpoint, settings.model)
+        model = load_anomalib_model(settings.checkpoint, settings.model, trust_checkpoint=settings.trust_checkpoint)
         checkpoint = str(Path(settings.checkpoint).resolve())
         fallback = MIN_INPUT_SIZE if settings.image_size == "auto" else settings.image_size
         image_size: int | tuple[int, int] = input_size(model) or fallback
@@ -125,7 +140,7 @@ def anomaly_maps(
         )
         letterbox = settings.letterbox
     maps = detector_maps_of(model, test, dataset, category, image_size, letterbox, accelerator, devices)
-    return maps, checkpoint, {"image_size": image_size, "letterbox": letterbox}
+    return maps, checkpoint, model_class_name(model), {"image_size": image_size, "letterbox": letterbox}
 
 
 def detector_maps_of(

@@ -261,7 +261,7 @@ def _run(
     if (run / MAPS_FOLDER / "index.csv").is_file():
         map_set = load_map_folder(run / MAPS_FOLDER, samples=test)
     else:
-        map_set, detector_checkpoint, detector_input = anomaly_maps(
+        map_set, detector_checkpoint, detector_model, detector_input = anomaly_maps(
             arguments["detector"],
             table,
             state.get("dataset", ""),
@@ -273,7 +273,11 @@ def _run(
         )
         save_map_set(map_set, run / MAPS_FOLDER)
         state = write_run_state(
-            run, stage="maps", detector_checkpoint=detector_checkpoint, detector_input=detector_input
+            run,
+            stage="maps",
+            detector_checkpoint=detector_checkpoint,
+            detector_model=detector_model,
+            detector_input=detector_input,
         )
     timings["maps_s"] = time.perf_counter() - start
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from anomalib_ncd.results import next_version_dir, read_run_state, resolve_run
 
 if TYPE_CHECKING:
     from anomalib_ncd.discovery.classification import ImageClassification
+    from anomalib_ncd.discovery.lightning_model import AnomalyNCD
     from anomalib_ncd.maps.map_set import AnomalyMapSet
 
 logger = logging.getLogger("anomalib_ncd")
@@ -22,10 +24,29 @@ CHECKPOINT = Path("weights") / "lightning" / "model.ckpt"
 RUN_COMMANDS = ("discover", "add")  # runs that end with a discovery model
 
 
+@dataclass(frozen=True)
+class RunDetector:
+    """How ``predict`` and ``add`` load the run's detector (the checkpoint recorded in ``run.json``).
+
+    Attributes:
+        model: the detector's model class (``Patchcore``, ``anomalib_ncd.models.Prn``...). Default:
+            the class recorded in the run, else the one named by the checkpoint's ``results/<Model>/``
+            path.
+        trust_checkpoint: load the detector checkpoint even when it needs types outside the
+            allow-list of safe types (``torch.load(weights_only=False)``). RISK: unpickling such a file
+            can run arbitrary code on this machine; only for a checkpoint you made yourself or got from
+            a source you trust. Off: it is read as tensors and plain data only, and refused otherwise.
+    """
+
+    model: str | None = None
+    trust_checkpoint: bool = False
+
+
 def predict(
     run: str,
     images: str,
     maps: str | None = None,
+    detector: RunDetector = RunDetector(),
     output: str | None = None,
     overlays: bool = False,
     batch_size: int = 32,
@@ -43,6 +64,8 @@ def predict(
         images: an image file or a folder of images (searched recursively).
         maps: saved raw maps of these images (``index.csv`` folder); needed when the run was
             discovered from saved maps and so has no detector.
+        detector: the run's detector: its model class (when the run does not record it) and
+            whether to trust a checkpoint that needs more than plain data.
         output: output folder (default: ``<run>/predictions/vN``).
         overlays: also write, per image, its anomaly-map overlay with region boxes and classes.
         batch_size: regions per forward pass.
@@ -51,6 +74,10 @@ def predict(
 
     Returns:
         The output folder, with ``predictions.csv`` and ``predictions.json``.
+
+    Raises:
+        ValueError: when the run is not a completed discovery run, or its checkpoint or the detector's
+            is unusable (corrupt, not a checkpoint, or needing types outside the allow-list).
     """
     arguments = dict(locals())
     run_dir = resolve_run(run)
@@ -59,13 +86,10 @@ def predict(
         msg = f"{run_dir} is not a completed discover run"
         raise ValueError(msg)
     image_files = list_images(images)
-    map_set = maps_of_images(
-        image_files, maps, state.get("detector_checkpoint"), accelerator, devices, state.get("detector_input")
-    )
-    from anomalib_ncd.discovery.lightning_model import AnomalyNCD
+    model = load_run_model(run_dir)  # before the detector runs: a bad run checkpoint fails fast
+    map_set = maps_of_images(image_files, maps, state, detector, accelerator, devices)
     from anomalib_ncd.pipeline.estimator import DefectDiscovery
 
-    model = AnomalyNCD.load_from_checkpoint(str(run_dir / CHECKPOINT), map_location="cpu", weights_only=False)
     discovery = DefectDiscovery(model, accelerator=accelerator, devices=devices)
     found = discovery.classify(map_set, batch_size=batch_size)
     from anomalib_ncd.pipeline.tables import assignments_table
@@ -120,31 +144,55 @@ def list_images(images: str | Path) -> list[Path]:
     return files
 
 
+def load_run_model(run_dir: Path) -> AnomalyNCD:
+    """The discovery model of a run, read as data (:meth:`AnomalyNCD.load_from_checkpoint`).
+
+    Args:
+        run_dir: the run folder.
+
+    Returns:
+        The model.
+
+    Raises:
+        FileNotFoundError: when the run has no checkpoint.
+        ValueError: when the checkpoint is corrupt, not an AnomalyNCD checkpoint, or needs types
+            outside the allow-list.
+    """
+    from anomalib_ncd.discovery.lightning_model import AnomalyNCD
+
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        msg = f"{run_dir} has no model checkpoint ({CHECKPOINT})"
+        raise FileNotFoundError(msg)
+    return AnomalyNCD.load_from_checkpoint(str(path), map_location="cpu")
+
+
 def maps_of_images(
     image_files: list[Path],
     maps: str | None,
-    detector_checkpoint: str | None,
+    state: dict[str, Any],
+    detector: RunDetector,
     accelerator: str,
     devices: int,
-    detector_input: dict[str, Any] | None = None,
 ) -> AnomalyMapSet:
     """Raw anomaly maps of new images: from a saved maps folder, or by running the run's detector.
 
     Args:
         image_files: the images.
         maps: a saved maps folder (``index.csv``) of these images, or ``None``.
-        detector_checkpoint: the run's detector checkpoint (``None`` when it was discovered from
-            saved maps).
+        state: the run's ``run.json`` (its ``detector_checkpoint`` is ``None`` when it was discovered
+            from saved maps; its ``detector_model`` names the detector's class; its
+            ``detector_input`` says how the run fed images to it: ``image_size`` and ``letterbox``,
+            by default the checkpoint's own input size, squashed).
+        detector: the model class override and the trust opt-in.
         accelerator: Lightning accelerator of the detector.
         devices: number of devices.
-        detector_input: how the run fed images to its detector (``run.json``'s ``detector_input``:
-            ``image_size`` and ``letterbox``); ``None``: the checkpoint's own input size, squashed.
 
     Returns:
         The map set (no ground truth).
 
     Raises:
-        ValueError: when there are neither maps nor a detector.
+        ValueError: when there are neither maps nor a detector, or the detector checkpoint is unusable.
     """
     from anomalib_ncd.data.samples import make_sample_table
     from anomalib_ncd.maps.folder import load_map_folder
@@ -153,6 +201,7 @@ def maps_of_images(
     samples = make_sample_table(
         {"image_path": str(path), "defect_type": "unknown", "is_normal": False, "split": "test"} for path in image_files
     )
+    detector_checkpoint = state.get("detector_checkpoint")
     if maps is not None:
         map_set = load_map_folder(maps, samples=samples)
     elif detector_checkpoint is None:
@@ -161,12 +210,13 @@ def maps_of_images(
     else:
         from anomalib_ncd.commands.detector_maps import detector_maps_of, input_size
 
-        detector = load_anomalib_model(detector_checkpoint)
-        recorded = detector_input or {}
-        image_size = recorded.get("image_size") or input_size(detector) or 256
+        model = detector.model or state.get("detector_model")
+        loaded = load_anomalib_model(detector_checkpoint, model, trust_checkpoint=detector.trust_checkpoint)
+        recorded = state.get("detector_input") or {}
+        image_size = recorded.get("image_size") or input_size(loaded) or 256
         size = tuple(image_size) if isinstance(image_size, list) else image_size
         letterbox = bool(recorded.get("letterbox", False))
-        map_set = detector_maps_of(detector, samples, "predict", "", size, letterbox, accelerator, devices)
+        map_set = detector_maps_of(loaded, samples, "predict", "", size, letterbox, accelerator, devices)
     map_set.defect_types = None  # the placeholder type is not ground truth
     map_set.is_normal = None
     return map_set

@@ -76,7 +76,7 @@ def regions(
     settings = DetectorSettings(
         maps=maps, backbone=backbone, image_size=image_size, coreset_sampling_ratio=coreset_sampling_ratio
     )
-    map_set, _, _ = anomaly_maps(
+    map_set, _, _, _ = anomaly_maps(
         settings, table, dataset, category_name, run, accelerator=accelerator, devices=devices, seed=seed
     )
     region_set = extract_regions(

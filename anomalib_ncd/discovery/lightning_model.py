@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,6 +66,11 @@ if TYPE_CHECKING:
     from anomalib_ncd.priors import ObjectPrior
 
 logger = logging.getLogger(__name__)
+
+NOT_OURS = (
+    "anomalib-ncd writes its checkpoints as tensors and plain data only: this file was not written by "
+    "anomalib-ncd, or it was changed since"
+)
 
 
 @dataclass(frozen=True)
@@ -948,12 +954,72 @@ class AnomalyNCD(AnomalibModule):
             ("object_prior", self.object_prior_settings),
         ):
             hyper_parameters[name] = asdict(settings)
+        checkpoint["hyper_parameters"] = _plain(hyper_parameters)
         if self.mebin is not None and self.mebin.is_fitted:
             params = {key: value for key, value in vars(self.mebin).items() if not key.endswith("_")}
             params = {key: value for key, value in params.items() if not key.startswith("_")}
-            checkpoint["anomaly_ncd_mebin"] = {"params": params, "range": [self.mebin.min_th_, self.mebin.max_th_]}
+            checkpoint["anomaly_ncd_mebin"] = {
+                "params": _plain(params),
+                "range": [float(self.mebin.min_th_), float(self.mebin.max_th_)],
+            }
         if self.peak_calibration is not None:
             checkpoint["anomaly_ncd_peak_calibration"] = self.peak_calibration.as_dict()
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool = True,
+        **kwargs: Any,
+    ) -> AnomalyNCD:
+        """Load a model from its checkpoint as data: the file can never run code.
+
+        The checkpoint is read with ``torch.load(weights_only=True)`` and the allow-list of
+        :mod:`anomalib_ncd.checkpoints`; an AnomalyNCD checkpoint holds only tensors and plain data
+        (:meth:`on_save_checkpoint`), so a file that needs any other type was not written by this
+        package, or was changed since, and is refused.
+
+        Args:
+            checkpoint_path: the ``.ckpt`` file.
+            map_location: where tensors go (``cpu``, a device, a mapping...).
+            hparams_file: a YAML or CSV file of hyper-parameters replacing the checkpoint's.
+            strict: strict state-dict loading.
+            weights_only: must stay ``True``; kept for the signature Lightning callers use.
+            **kwargs: hyper-parameters that override the checkpoint's.
+
+        Returns:
+            The model.
+
+        Raises:
+            ValueError: for ``weights_only=False``.
+            FileNotFoundError: when the file does not exist.
+            UnsafeCheckpointError: when the file needs types outside the allow-list.
+            CheckpointError: when it is unreadable or not a Lightning checkpoint.
+        """
+        from anomalib_ncd.checkpoints import read_checkpoint, require_lightning_checkpoint, safe_loading
+
+        if not weights_only:
+            msg = (
+                "AnomalyNCD checkpoints hold only tensors and plain data: they load with weights_only=True, "
+                "and weights_only=False (which lets the file run code) is refused"
+            )
+            raise ValueError(msg)
+        if isinstance(checkpoint_path, str | Path):
+            content = read_checkpoint(checkpoint_path, model_class=cls, advice=NOT_OURS, what="run checkpoint")
+            require_lightning_checkpoint(content, checkpoint_path, "an anomalib-ncd (AnomalyNCD) checkpoint")
+            del content
+        with safe_loading(cls):
+            return super().load_from_checkpoint(
+                checkpoint_path,
+                map_location=map_location,
+                hparams_file=hparams_file,
+                strict=strict,
+                weights_only=True,
+                **kwargs,
+            )
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         """Take the checkpoint's novelty bank at its size; a checkpoint without one loads with none."""
@@ -1015,8 +1081,6 @@ def raw_anomaly_maps(detector: AnomalibModule, images: torch.Tensor) -> tuple[to
 
 def _batch_pixels(batch: Any) -> list[np.ndarray]:
     """uint8 pixels of each image of a batch: the original file when there is one, else the tensor."""
-    from pathlib import Path
-
     from anomalib_ncd.data.image_io import read_image
 
     paths = batch.image_path or []
@@ -1024,6 +1088,24 @@ def _batch_pixels(batch: Any) -> list[np.ndarray]:
         return [read_image(path) for path in paths]
     images = (batch.image.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     return [image[..., 0] if image.shape[2] == 1 else image for image in images]
+
+
+def _plain(value: Any) -> Any:
+    """A value as plain Python data (numpy scalars and arrays, tuples, paths and enums converted)."""
+    from enum import Enum
+    from pathlib import PurePath
+
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(item) for item in value)
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if isinstance(value, Enum):
+        return _plain(value.value)
+    if isinstance(value, PurePath):
+        return str(value)
+    return value
 
 
 def _as(kind: type, value: object) -> Any:

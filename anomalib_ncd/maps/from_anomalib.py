@@ -27,8 +27,21 @@ if TYPE_CHECKING:
     from anomalib.models import AnomalibModule
 
 
-def load_anomalib_model(checkpoint: str | Path, model: str | type | None = None) -> AnomalibModule:
-    """Load an anomalib model from a Lightning checkpoint.
+TRUST_ADVICE = (
+    "if you trust the file (e.g. you trained it yourself), load it anyway with --detector.trust_checkpoint true "
+    "(Python: trust_checkpoint=True)"
+)
+
+
+def load_anomalib_model(
+    checkpoint: str | Path, model: str | type | None = None, *, trust_checkpoint: bool = False
+) -> AnomalibModule:
+    """Load an anomalib model from a Lightning checkpoint, without letting the file run code.
+
+    The file is read with ``torch.load(weights_only=True)`` and anomalib's allow-list of safe types
+    (:mod:`anomalib_ncd.checkpoints`), which covers the checkpoints ``anomalib train`` and
+    ``Engine.fit`` write for Patchcore and PRN. A checkpoint that needs other types is refused,
+    naming them, unless ``trust_checkpoint``.
 
     Args:
         checkpoint: path of ``model.ckpt``, e.g.
@@ -36,28 +49,101 @@ def load_anomalib_model(checkpoint: str | Path, model: str | type | None = None)
         model: the model class, its name (``"Patchcore"``), or its import path
             (``"anomalib_ncd.models.Prn"``). When omitted, the name is taken from the anomalib results
             layout ``results/<Model>/...`` of the checkpoint path.
+        trust_checkpoint: load the file in full (``weights_only=False``) even when it needs types
+            outside the allow-list. Unpickling such a file can run arbitrary code: only for a file
+            you made yourself or got from a source you trust.
 
     Returns:
         The model with the checkpoint's weights, in eval mode.
 
     Raises:
         FileNotFoundError: when the checkpoint does not exist.
+        UnsafeCheckpointError: when the file needs types outside the allow-list.
         ValueError: when the model class cannot be found or the file is not an anomalib checkpoint.
     """
-    from anomalib.models import AnomalibModule
-
     from anomalib_ncd.backbones.offline_weights import register_offline_backbones
+    from anomalib_ncd.checkpoints import safe_loading
+
+    path = Path(checkpoint)
+    model_class = check_anomalib_checkpoint(path, model, trust_checkpoint=trust_checkpoint)
+    # the checkpoint holds every weight: building the backbone must not reach for the hub, and
+    # our offline weight tags (e.g. mobilenetv2_100.tv_in1k) must be known to timm
+    register_offline_backbones()
+    overrides = {"pre_trained": False} if "pre_trained" in inspect.signature(model_class.__init__).parameters else {}
+    try:
+        with safe_loading(model_class):
+            loaded = model_class.load_from_checkpoint(
+                str(path), map_location="cpu", weights_only=not trust_checkpoint, **overrides
+            )
+    except (KeyError, RuntimeError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        msg = f"{path} is not a checkpoint of an anomalib {model_class.__name__} model: {error}"
+        raise ValueError(msg) from error
+    return loaded.eval()
+
+
+def check_anomalib_checkpoint(
+    checkpoint: str | Path, model: str | type | None = None, *, trust_checkpoint: bool = False
+) -> type[AnomalibModule]:
+    """Check, before anything runs, that a file is a safe anomalib checkpoint, and find its model class.
+
+    Reads the file as data (memory-mapped, so cheap) as :func:`load_anomalib_model` will.
+
+    Args:
+        checkpoint: the checkpoint file.
+        model: the model class, its name or its import path; ``None``: from the ``results/<Model>/``
+            layout of the path.
+        trust_checkpoint: read the file in full even when it needs types outside the allow-list
+            (it may then run code).
+
+    Returns:
+        The model class.
+
+    Raises:
+        FileNotFoundError: when the checkpoint does not exist.
+        UnsafeCheckpointError: when the file needs types outside the allow-list.
+        ValueError: when the model class cannot be found, or the file is unreadable or not a Lightning
+            checkpoint.
+    """
+    from anomalib_ncd.checkpoints import read_checkpoint, require_lightning_checkpoint
 
     path = Path(checkpoint)
     if not path.is_file():
         msg = f"checkpoint not found: {path}"
         raise FileNotFoundError(msg)
-    if model is None:
-        model = _model_name_from_results_path(path)
+    model_class = anomalib_model_class(path if model is None else model)
+    content = read_checkpoint(
+        path, model_class=model_class, trust=trust_checkpoint, advice=TRUST_ADVICE, what="detector checkpoint"
+    )
+    require_lightning_checkpoint(content, path, f"a checkpoint of an anomalib {model_class.__name__} model")
+    return model_class
+
+
+def anomalib_model_class(model: str | type | Path) -> type[AnomalibModule]:
+    """An anomalib model class from a class, a name, an import path, or a checkpoint's results path.
+
+    Args:
+        model: the class; its name (``Patchcore``, anomalib's or this plugin's); its import path
+            (``anomalib_ncd.models.Prn``); or a checkpoint path in anomalib's ``results/<Model>/...``
+            layout.
+
+    Returns:
+        The class.
+
+    Raises:
+        ValueError: when no anomalib model class is found.
+    """
+    from anomalib.models import AnomalibModule
+
+    if isinstance(model, Path):
+        model = _model_name_from_results_path(model)
     if isinstance(model, str):
         if "." in model:
             module_name, _, class_name = model.rpartition(".")
-            model_class = getattr(importlib.import_module(module_name), class_name)
+            try:
+                model_class = getattr(importlib.import_module(module_name), class_name)
+            except (ImportError, AttributeError) as error:
+                msg = f"cannot import the detector model class {model!r}: {error}"
+                raise ValueError(msg) from error
         else:
             model_class = _anomalib_model_class(model)
     else:
@@ -65,16 +151,23 @@ def load_anomalib_model(checkpoint: str | Path, model: str | type | None = None)
     if not (isinstance(model_class, type) and issubclass(model_class, AnomalibModule)):
         msg = f"{model!r} is not an anomalib model class"
         raise ValueError(msg)
-    # the checkpoint holds every weight: building the backbone must not reach for the hub, and
-    # our offline weight tags (e.g. mobilenetv2_100.tv_in1k) must be known to timm
-    register_offline_backbones()
-    overrides = {"pre_trained": False} if "pre_trained" in inspect.signature(model_class.__init__).parameters else {}
-    try:
-        loaded = model_class.load_from_checkpoint(str(path), map_location="cpu", weights_only=False, **overrides)
-    except (KeyError, RuntimeError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as error:
-        msg = f"{path} is not a checkpoint of an anomalib {model_class.__name__} model: {error}"
-        raise ValueError(msg) from error
-    return loaded.eval()
+    return model_class
+
+
+def model_class_name(model: AnomalibModule | type) -> str:
+    """What to record of a detector's class so that :func:`anomalib_model_class` finds it again.
+
+    Args:
+        model: the model or its class.
+
+    Returns:
+        Its name when anomalib (or this plugin) knows it by name, else its import path.
+    """
+    model_class = model if isinstance(model, type) else type(model)
+    with contextlib.suppress(ValueError):
+        if _anomalib_model_class(model_class.__name__) is model_class:
+            return model_class.__name__
+    return f"{model_class.__module__}.{model_class.__qualname__}"
 
 
 def _anomalib_model_class(name: str) -> type:
@@ -104,8 +197,8 @@ def _model_name_from_results_path(path: Path) -> str:
             _anomalib_model_class(part)
             return part
     msg = (
-        f"cannot tell the model class of {path}: give it explicitly (e.g. model='Patchcore') or keep the "
-        "checkpoint in anomalib's results/<Model>/... layout"
+        f"cannot tell the model class of {path}: give it explicitly (--detector.model Patchcore; Python: "
+        "model='Patchcore') or keep the checkpoint in anomalib's results/<Model>/... layout"
     )
     raise ValueError(msg)
 

@@ -25,7 +25,7 @@ from typing_extensions import Self
 
 from anomalib_ncd.discovery.class_count import ClassCountEstimate, ClassCountSettings, estimate_class_count
 from anomalib_ncd.discovery.classification import ImageClassification
-from anomalib_ncd.discovery.lightning_model import AnomalyNCD
+from anomalib_ncd.discovery.lightning_model import NOT_OURS, AnomalyNCD
 from anomalib_ncd.discovery.view_cache import RegionLike
 from anomalib_ncd.maps.map_set import AnomalyMapSet, MapError
 from anomalib_ncd.pipeline.checkpoint import AtomicModelCheckpoint
@@ -123,9 +123,14 @@ class DefectDiscovery:
         Raises:
             NothingToDiscoverError: when no image has an anomalous region, or there are fewer
                 anomalous regions than classes to discover.
+            UnsafeCheckpointError: when ``resume_from`` needs types outside the allow-list of
+                :mod:`anomalib_ncd.checkpoints` (it is read as data, never run).
+            CheckpointError: when ``resume_from`` is unreadable or not a Lightning checkpoint.
         """
         from anomalib.engine import Engine
 
+        if resume_from is not None:
+            _check_resume_checkpoint(resume_from, type(self.model))
         if isinstance(maps, RegionSet):
             regions = maps
         else:
@@ -177,6 +182,7 @@ class DefectDiscovery:
             **options,
         )
         try:
+            # the Trainer restores through anomalib's checkpoint IO: weights_only=True, its allow-list
             engine.fit(self.model, ckpt_path=str(resume_from) if resume_from is not None else None)
         except SystemExit as error:  # Lightning turns Ctrl-C into a graceful stop and SystemExit(1)
             raise KeyboardInterrupt from error
@@ -354,3 +360,11 @@ def check_discoverable(regions: RegionSet, n_novel: int) -> None:
     if anomalous < n_novel:
         msg = f"{n_novel} classes to discover but only {anomalous} anomalous regions in {n_images} images"
         raise NothingToDiscoverError(msg)
+
+
+def _check_resume_checkpoint(path: str | Path, model_class: type) -> None:
+    """Read a checkpoint to resume from as data first: a planted or corrupt file fails here, in words."""
+    from anomalib_ncd.checkpoints import read_checkpoint, require_lightning_checkpoint
+
+    content = read_checkpoint(path, model_class=model_class, advice=NOT_OURS, what="checkpoint to resume from")
+    require_lightning_checkpoint(content, path, "a checkpoint of an interrupted fit")

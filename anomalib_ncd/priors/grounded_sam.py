@@ -10,7 +10,7 @@ text prompt (e.g. ``"bottle"``). Substitutes, each logged as a warning and count
 Everything is loaded from local files only: the SAM checkpoint, GroundingDINO's config and
 checkpoint and a local ``bert-base-uncased`` folder (tokenizer and text-encoder architecture, loaded
 with ``local_files_only=True``: nothing asks a model hub). Weights are read with
-``torch.load(map_location="cpu")`` and then moved to the device.
+``torch.load(map_location="cpu", weights_only=True)`` (never as code) and then moved to the device.
 
 GroundingDINO 0.4.0 wraps BERT with internals that recent ``transformers`` releases removed
 (``get_head_mask`` ...). :func:`load_groundingdino` therefore builds the model with its own BERT
@@ -20,11 +20,11 @@ loader and text-encoder adapter (same sub-module names, so checkpoints load unch
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import json
 import logging
-import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -140,10 +140,11 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_weights_file(path: str | Path, setting: str) -> Any:
-    """Read a local ``.pth`` file onto the CPU.
+    """Read a local ``.pth`` file onto the CPU as data: it can never run code.
 
-    Tensors-only loading (``weights_only=True``) is tried first; a checkpoint that also pickles other
-    objects is then read in full, with a warning, since the file was named by the user.
+    The file is read with ``torch.load(weights_only=True)`` (:func:`anomalib_ncd.checkpoints.read_checkpoint`):
+    tensors, plain data and, for training scripts that save their arguments beside the weights,
+    ``argparse.Namespace``. A file that needs any other type is refused, naming it.
 
     Args:
         path: the file.
@@ -153,19 +154,24 @@ def load_weights_file(path: str | Path, setting: str) -> Any:
         What the file holds.
 
     Raises:
-        ObjectPriorError: when the file is missing or unreadable.
+        ObjectPriorError: when the file is missing, unreadable or needs types outside the allow-list.
     """
+    from anomalib_ncd.checkpoints import CheckpointError, UnsafeCheckpointError, read_checkpoint
+
     path = Path(path)
     if not path.is_file():
         msg = f"object prior {setting}: file not found: {path}"
         raise ObjectPriorError(msg)
+    advice = (
+        "the published SAM and GroundingDINO checkpoints hold tensors only: download the file again from "
+        "its official source, or save just its state dict"
+    )
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            logger.warning("%s %s holds more than tensors; loading it in full (trusted local file)", setting, path)
-            return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as error:
+        return read_checkpoint(path, extra_types=(argparse.Namespace,), advice=advice, what=setting)
+    except UnsafeCheckpointError as error:
+        msg = f"object prior {setting}: {error}"
+        raise ObjectPriorError(msg) from error
+    except CheckpointError as error:
         msg = f"object prior {setting}: cannot read {path} ({error}); download the file again"
         raise ObjectPriorError(msg) from error
 
@@ -176,7 +182,7 @@ def load_sam(
     """Build a SAM model, with a checkpoint's weights or randomly initialised.
 
     ``sam_model_registry[model_type](checkpoint=None)`` builds the architecture with random weights;
-    the checkpoint is then read here with ``torch.load(map_location="cpu")`` and loaded strictly.
+    the checkpoint is then read here as data (:func:`load_weights_file`) and loaded strictly.
 
     Args:
         model_type: ``vit_h``, ``vit_l`` or ``vit_b``.

@@ -231,7 +231,7 @@ def test_engine_predict_with_an_attached_detector(anomalib_cli_run: AnomalibCliR
     from anomalib_ncd.maps.from_anomalib import load_anomalib_model
 
     checkpoint = discovered["run"] / "weights" / "lightning" / "model.ckpt"
-    model = AnomalyNCD.load_from_checkpoint(str(checkpoint), map_location="cpu", weights_only=False)
+    model = AnomalyNCD.load_from_checkpoint(str(checkpoint), map_location="cpu")
     model.detector = load_anomalib_model(anomalib_cli_run.checkpoint)
     images = anomalib_cli_run.dataset_root / CATEGORY / "test" / "hole"
     batches = Engine(logger=False, accelerator="cpu", devices=1).predict(model=model, data_path=images)

@@ -77,7 +77,7 @@ def test_old_assignments_keep_their_ids_and_the_batch_follows(added):
     # normal, novel_1 and novel_2 before; the two appended kinds follow
     assert summary["new_kind_regions"] >= 4
     assert summary["appended_classes"] == ["novel_3", "novel_4"]
-    checkpoint = torch.load(new_run / "weights" / "lightning" / "model.ckpt", weights_only=False, map_location="cpu")
+    checkpoint = torch.load(new_run / "weights" / "lightning" / "model.ckpt", weights_only=True, map_location="cpu")
     assert checkpoint["hyper_parameters"]["n_novel_classes"] == 3 + len(summary["appended_classes"])
     # unknown rejection recalibrated on the earlier and the batch's regions together
     assert torch.isfinite(checkpoint["state_dict"]["unknown_threshold"])

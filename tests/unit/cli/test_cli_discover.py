@@ -145,7 +145,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(dataset_with_maps, tmp_path
     run = output / "NCD" / "data" / "brick" / "v0"
     assert read_run_state(run)["complete"] is False
     assert not (run.parent / "latest").exists()  # an unfinished run never becomes latest
-    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=False, map_location="cpu")
+    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=True, map_location="cpu")
     assert checkpoint["epoch"] == 0
     assert "--resume" in capsys.readouterr().err
 
@@ -153,7 +153,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(dataset_with_maps, tmp_path
     assert main(["discover", "--resume", str(run)]) == 0
     assert read_run_state(run)["complete"] is True
     assert (run.parent / "latest").resolve() == run.resolve()
-    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=False, map_location="cpu")
+    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=True, map_location="cpu")
     assert checkpoint["epoch"] == 2  # the three configured epochs, not three more
     assert not (run.parent / "v1").exists()
     assert main(["discover", "--resume", str(run)]) == 0
@@ -302,7 +302,7 @@ def test_auto_number_of_classes(dataset_with_maps, tmp_path):
     assert estimate["n_classes"] == estimate["candidates"][int(np.argmax(estimate["scores"]))]
     assert len(summary["classes"]) == estimate["n_classes"]
     assert (run / "report" / "class_count.png").is_file()
-    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=False, map_location="cpu")
+    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=True, map_location="cpu")
     assert checkpoint["hyper_parameters"]["n_novel_classes"] == estimate["n_classes"]
 
 
@@ -318,7 +318,7 @@ def test_object_prior_from_the_command_line(dataset_with_maps, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["settings"]["object_prior"]["kind"] == "foreground"
     assert summary["settings"]["object_prior"]["drop_outside"] is True
-    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=False, map_location="cpu")
+    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=True, map_location="cpu")
     assert checkpoint["hyper_parameters"]["object_prior"]["kind"] == "foreground"
     # predict rebuilds the same prior from the checkpoint
     assert main(["predict", "--run", str(run), "--images", str(data / "test"), "--maps", str(maps)]) == 0
@@ -341,7 +341,7 @@ def test_knn_unknown_score_from_the_command_line(dataset_with_maps, tmp_path):
     run = tmp_path / "out" / "NCD" / "data" / "brick" / "latest"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["settings"]["novelty"]["score"] == "knn"
-    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=False, map_location="cpu")
+    checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=True, map_location="cpu")
     bank = checkpoint["state_dict"]["novelty_bank"]
     assignments = pd.read_csv(run / "assignments.csv")
     assert bank.shape[0] == sum(len(boxes) for boxes in assignments["region_boxes"].map(json.loads) if boxes)

@@ -321,7 +321,7 @@ def test_checkpoint_round_trip(scene, tmp_path):
     finally:
         model.hparams["pretrained"] = False
         model.best_head.copy_(saved_head)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     assert checkpoint["hyper_parameters"]["pretrained"] is False
     assert checkpoint["hyper_parameters"]["weights"] is None
     loaded = AnomalyNCD.load_from_checkpoint(path)
@@ -339,7 +339,7 @@ def test_checkpoint_without_mebin_loads_without_one(trained, tmp_path):
     model, _, _ = trained
     path = tmp_path / "plain.ckpt"
     model.trainer.save_checkpoint(path)
-    assert "anomaly_ncd_mebin" not in torch.load(path, map_location="cpu", weights_only=False)
+    assert "anomaly_ncd_mebin" not in torch.load(path, map_location="cpu", weights_only=True)
     assert AnomalyNCD.load_from_checkpoint(path).mebin is None
 
 

@@ -237,7 +237,7 @@ def scene(tmp_path_factory):
 
 def test_the_checkpoint_written_in_training_holds_the_thresholds(scene):
     model = scene["model"]
-    state = torch.load(scene["root"] / "ckpt" / "model.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(scene["root"] / "ckpt" / "model.ckpt", map_location="cpu", weights_only=True)
     assert float(state["state_dict"]["unknown_threshold"]) == float(model.unknown_threshold)
     assert float(state["state_dict"]["unknown_image_threshold"]) == float(model.unknown_image_threshold)
     assert state["hyper_parameters"]["novelty"] == {"enabled": True, "score": "vmf", "quantile": 0.5, "k": 5}
@@ -256,7 +256,7 @@ def test_checkpoint_round_trip_keeps_the_thresholds(scene, tmp_path):
     np.testing.assert_array_equal(again.is_unknown, expected.is_unknown)
     np.testing.assert_array_equal(again.region_is_unknown, expected.region_is_unknown)
     # a checkpoint from before unknown rejection loads uncalibrated: nothing is rejected
-    old = torch.load(path, map_location="cpu", weights_only=False)
+    old = torch.load(path, map_location="cpu", weights_only=True)
     for name in ("unknown_threshold", "unknown_image_threshold"):
         del old["state_dict"][name]
     del old["hyper_parameters"]["novelty"]

@@ -114,6 +114,6 @@ def test_model_trains_with_object_masks_and_predicts_like_it_trained(scene, tmp_
     assert not np.allclose(model.classify_images(images, maps).region_features, trained, atol=1e-3)
 
     path = save_model_checkpoint(model, tmp_path / "model.ckpt")
-    loaded = AnomalyNCD.load_from_checkpoint(str(path), map_location="cpu", weights_only=False)
+    loaded = AnomalyNCD.load_from_checkpoint(str(path), map_location="cpu")
     assert loaded.object_prior_settings == ObjectPriorSettings(kind="whole_image")
     assert loaded.settings_dict()["object_prior"]["kind"] == "whole_image"

@@ -100,12 +100,12 @@ def test_more_classes_than_regions_is_refused(tmp_path):
 
 def test_fit_resumes_from_a_checkpoint(fitted, tmp_path):
     discovery, map_set = fitted["discovery"], fitted["map_set"]
-    checkpoint = torch.load(discovery.checkpoint_path_, weights_only=False, map_location="cpu")
+    checkpoint = torch.load(discovery.checkpoint_path_, weights_only=True, map_location="cpu")
     assert checkpoint["epoch"] == 1
     seed_everything(0, verbose=False)
     longer = DefectDiscovery(make_model(epochs=3), checkpoint_dir=tmp_path, root_dir=tmp_path, progress=False)
     longer.fit(map_set, resume_from=discovery.checkpoint_path_)
-    resumed = torch.load(longer.checkpoint_path_, weights_only=False, map_location="cpu")
+    resumed = torch.load(longer.checkpoint_path_, weights_only=True, map_location="cpu")
     assert resumed["epoch"] == 2  # one more epoch, not three
     # the resumed model started from the saved prototypes, not from a new initialisation
     assert bool(resumed["state_dict"]["prototypes_initialised"])

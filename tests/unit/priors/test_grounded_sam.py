@@ -177,6 +177,33 @@ def test_unreadable_weight_files(tmp_path):
         gs.load_weights_file(broken, "sam_checkpoint")
 
 
+class Plant:
+    """Unpickled, it creates a file: what a malicious weights file would run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_weight_files_are_read_as_data_never_run(tmp_path):
+    import argparse
+
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": {"weight": torch.zeros(2)}, "payload": Plant(marker)}, evil)
+    with pytest.raises(ObjectPriorError, match=r"sam_checkpoint: .*needs io.open to load.*could run code"):
+        gs.load_weights_file(evil, "sam_checkpoint")
+    assert not marker.exists()
+    # a training script's arguments beside the weights are plain data
+    with_arguments = tmp_path / "with_arguments.pth"
+    torch.save({"model": {"weight": torch.ones(2)}, "args": argparse.Namespace(lr=0.1)}, with_arguments)
+    content = gs.load_weights_file(with_arguments, "groundingdino_checkpoint")
+    assert content["args"].lr == 0.1
+    assert torch.equal(content["model"]["weight"], torch.ones(2))
+
+
 # ---------------------------------------------------------------- the real SAM (random vit_b)
 
 
