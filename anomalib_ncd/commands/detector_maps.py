@@ -36,7 +36,7 @@ class DetectorSettings:
             are batched at for a checkpoint whose input size cannot be read from its pre-processor.
         coreset_sampling_ratio: Patchcore's memory-bank subsampling.
         max_train_images: train the Patchcore on at most this many normal images (a deterministic
-            sample; ``None``: all). Patchcore's greedy coreset is slow on a few CPU cores.
+            sample; ``None``: all). Fewer images train faster on a few CPU cores.
     """
 
     checkpoint: str | None = None
