@@ -43,7 +43,7 @@ class DetectorSettings:
             back to the image. Checkpoints from elsewhere are run as they were trained (squashed).
         coreset_sampling_ratio: Patchcore's memory-bank subsampling.
         max_train_images: train the Patchcore on at most this many normal images (a deterministic
-            sample; ``None``: all). Patchcore's greedy coreset is slow on a few CPU cores.
+            sample; ``None``: all). Fewer images train faster on a few CPU cores.
         trust_checkpoint: load ``checkpoint`` even when it needs types outside the allow-list of
             safe types (``torch.load(weights_only=False)``). RISK: unpickling such a file can run
             arbitrary code on this machine; only for a checkpoint you made yourself or got from a

@@ -162,8 +162,8 @@ class MTD(SampleTableDataModule):
     Args:
         root: the folder holding the ``MT_*`` folders.
         max_train_images: train the detector on at most this many of the 762 training images
-            (a seeded choice); ``None`` keeps them all. The repository's benchmarks use 200, since
-            Patchcore's greedy coreset is slow on a small CPU.
+            (a seeded choice); ``None`` keeps them all. The repository's benchmarks use 200, which
+            keeps their detector training short on a small CPU.
         seed: seed of the ``max_train_images`` choice (0 matches the benchmarks).
         image_size: resize every image and mask to ``(height, width)`` or a square side in the
             datamodule (MTD's images differ in size, so they must be resized to batch); ``None``

@@ -108,8 +108,8 @@ def _mask_of(image_path: Path, required: bool) -> Path | None:
 def cap_detector_training(table: pd.DataFrame, max_train: int, seed: int = 0) -> pd.DataFrame:
     """Keep at most ``max_train`` of the detector's training images (a seeded choice), all test images.
 
-    Patchcore's greedy coreset is slow on a CPU; benchmarks cap its training set this way so that
-    the detector and the discovery benchmarks train the same detector.
+    Fewer training images make a detector's CPU training shorter; benchmarks cap its training set
+    this way so that the detector and the discovery benchmarks train the same detector.
 
     Args:
         table: a sample table with a ``split`` column.
