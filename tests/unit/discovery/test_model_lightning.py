@@ -331,6 +331,7 @@ def test_checkpoint_round_trip(scene, tmp_path):
     assert loaded.mebin is not region_set.mebin
     assert (loaded.mebin.min_th_, loaded.mebin.max_th_) == (region_set.mebin.min_th_, region_set.mebin.max_th_)
     assert loaded.mebin.kernel_size == region_set.mebin.kernel_size
+    assert loaded.peak_calibration == region_set.calibration  # the soft path decides the same way
     assert loaded.view_settings == model.view_settings
     np.testing.assert_allclose(loaded.classify_regions(list(region_set)), expected, rtol=0, atol=1e-6)
 

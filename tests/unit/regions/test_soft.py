@@ -7,7 +7,7 @@ from anomalib_ncd.maps.map_set import AnomalyMapSet
 from anomalib_ncd.pipeline.tables import image_path_taken
 from anomalib_ncd.regions.extract import extract_regions, regions_of_image
 from anomalib_ncd.regions.mebin import MEBin
-from anomalib_ncd.regions.soft import normal_weight, peak_blob, soft_path_probabilities
+from anomalib_ncd.regions.soft import PeakCalibration, normal_weight, peak_blob, soft_path_probabilities
 
 
 def test_peak_blob_is_the_half_maximum_component_of_the_peak():
@@ -89,3 +89,53 @@ def test_unknown_nothing_found_setting_is_refused():
     map_set, _ = _set_with_one_unsure_image()
     with pytest.raises(ValueError, match="nothing_found"):
         extract_regions(map_set, load_crops=False, nothing_found="guess", mebin=MEBin())
+
+
+def test_peak_calibration_separates_a_sure_detector_and_hesitates_for_an_unsure_one():
+    rng = np.random.default_rng(3)
+    normal, anomalous = rng.normal(1.0, 0.05, 60), rng.normal(3.0, 0.3, 40)
+    sure = PeakCalibration.fit(np.concatenate([normal, anomalous]))
+    assert sure.means[0] < sure.means[1]
+    assert sure.anomalous_probability(normal).max() < 0.01
+    assert sure.anomalous_probability(anomalous).min() > 0.99
+    assert sure.anomalous_probability(np.array([10.0, -10.0])).tolist() == pytest.approx([1.0, 0.0], abs=1e-6)
+    unsure = PeakCalibration.fit(rng.normal(1.0, 0.1, 100))  # one population: no clear split
+    middle = unsure.anomalous_probability(np.array([1.0]))[0]
+    assert 0.01 < middle < 0.99
+    assert PeakCalibration.from_dict(sure.as_dict()) == sure
+    flat = PeakCalibration.fit(np.ones(5))
+    assert flat.anomalous_probability(np.array([1.0]))[0] == pytest.approx(0.5)
+
+
+def test_soft_path_uses_the_detectors_evidence_and_falls_back_to_plc():
+    probabilities = np.array([[0.1, 0.9], [0.1, 0.9], [0.1, 0.9]])
+    soft = np.array([True, True, True])
+    corrected = soft_path_probabilities(probabilities, np.zeros(3), soft, 0, np.array([0.0, 1.0, np.nan]))
+    np.testing.assert_allclose(corrected[0], [1.0, 0.0])  # the detector says normal: normal
+    np.testing.assert_allclose(corrected[1], probabilities[1])  # the detector says anomalous: the model
+    np.testing.assert_allclose(corrected[2], [0.55, 0.45])  # unknown evidence: PLC with score 0 (w = 0.5)
+
+
+def test_regions_the_detector_calls_normal_stand_for_no_anomaly():
+    from anomalib_ncd.regions.crops import Region
+    from anomalib_ncd.regions.soft import regions_without_anomaly
+
+    regions = [
+        Region(0, (0, 0, 4, 4), 0, 0.0, whole_image=True, source="none"),
+        Region(1, (0, 0, 4, 4), 3, 0.1, source="soft", anomalous_probability=0.2),
+        Region(2, (0, 0, 4, 4), 3, 0.1, source="soft", anomalous_probability=0.8),
+        Region(3, (0, 0, 4, 4), 3, 0.9),
+    ]
+    assert regions_without_anomaly(regions).tolist() == [True, True, False, False]
+
+
+def test_soft_regions_carry_the_calibrated_evidence():
+    map_set, _ = _set_with_one_unsure_image()
+    regions = extract_regions(map_set, load_crops=False, progress=lambda _: None)
+    assert regions.calibration is not None
+    (faint,) = regions.of_image(1)
+    peak = float(map_set.aligned("auto")[1].max())
+    assert faint.anomalous_probability == pytest.approx(float(regions.calibration.anomalous_probability(peak)))
+    assert np.isnan(regions.of_image(0)[0].anomalous_probability)  # MEBin regions need no evidence
+    hard = extract_regions(map_set, load_crops=False, nothing_found="normal", progress=lambda _: None)
+    assert hard.calibration is None
