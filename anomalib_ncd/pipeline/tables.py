@@ -104,6 +104,7 @@ def region_table(map_set: AnomalyMapSet, found: ImageClassification, class_names
             "score": round(float(region.score), 6),
             "whole_image": bool(region.whole_image),
             "source": getattr(region, "source", "region"),
+            "anomalous_probability": round(float(getattr(region, "anomalous_probability", float("nan"))), 6),
             "pred_class": int(classes[number]),
             "class_name": UNKNOWN if unknown[number] else class_names[int(classes[number])],
             "confidence": round(float(confidence[number]), 6),

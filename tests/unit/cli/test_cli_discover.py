@@ -344,7 +344,10 @@ def test_knn_unknown_score_from_the_command_line(dataset_with_maps, tmp_path):
     checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=True, map_location="cpu")
     bank = checkpoint["state_dict"]["novelty_bank"]
     assignments = pd.read_csv(run / "assignments.csv")
-    assert bank.shape[0] == sum(len(boxes) for boxes in assignments["region_boxes"].map(json.loads) if boxes)
+    regions = pd.read_csv(run / "regions.csv")
+    # the bank holds the regions that stand for an anomaly: not the soft ones the detector calls normal
+    no_anomaly = regions["whole_image"] | ((regions["source"] == "soft") & ~(regions["anomalous_probability"] >= 0.5))
+    assert bank.shape[0] == int((~no_anomaly).sum())
     assert assignments["unknown"].any()  # 30 % of the training images lie above the image threshold
     assert main(["predict", "--run", str(run), "--images", str(data / "test"), "--maps", str(maps)]) == 0
     predictions = pd.read_csv(run / "predictions" / "v0" / "predictions.csv")
