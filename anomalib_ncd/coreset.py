@@ -202,7 +202,7 @@ class FastKCenterGreedy(KCenterGreedy):
             selected[step] = idx
             min_sq[idx] = 0.0
             if step == self.coreset_size - 1:
-                break  # anomalib never updates with its last center
+                continue  # anomalib never updates with its last center
             center = features[idx]
             center_head = center[:head_dims]
             # Lower bound (slightly lowered): |h|² - 2 h·c + |c|² over the head columns.
