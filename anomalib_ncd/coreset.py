@@ -73,7 +73,7 @@ class FastKCenterGreedy(KCenterGreedy):
     A drop-in: same constructor, :meth:`select_coreset_idxs` and :meth:`sample_coreset` (inherited:
     ``embedding[select_coreset_idxs()]``), and it is a :class:`KCenterGreedy`. After selection,
     ``features`` holds the rotated isometric features (distances equal to anomalib's projected
-    ones up to rounding, fewer columns when the projection is wider than the embedding) and
+    ones up to rounding; as many columns as the embedding when the projection has more) and
     ``min_distances`` the final ``(n, 1)`` minimum distances, as anomalib leaves them.
 
     Float16/bfloat16 embeddings are sampled in float32 (anomalib computes in the embedding's dtype,
@@ -82,7 +82,7 @@ class FastKCenterGreedy(KCenterGreedy):
     Args:
         embedding: ``(n, d)`` patch embedding (or ``(n, ...)``, flattened without projection, as
             anomalib does).
-        sampling_ratio: fraction of rows to keep (``int(n * sampling_ratio)`` rows, at least 1).
+        sampling_ratio: fraction of rows to keep (``int(n * sampling_ratio)`` rows; must be 1 or more).
         bound_dims: leading principal axes used for the lower bound (clipped to the feature
             dimension). More axes: fewer rows to check, more to read for every row.
         loop_threads: torch intra-op threads during the selection loop on a CPU (the previous
@@ -92,7 +92,8 @@ class FastKCenterGreedy(KCenterGreedy):
             the other jobs have descheduled).
 
     Raises:
-        ValueError: when the coreset would be empty, or ``bound_dims`` is below 1.
+        ValueError: when the coreset would be empty, or ``bound_dims`` or ``loop_threads`` is
+            below 1.
 
     Example:
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
