@@ -132,11 +132,31 @@ def test_single_index_coreset_is_the_random_start():
     assert _indices(FastKCenterGreedy, embedding, 0.01, 13) == _indices(KCenterGreedy, embedding, 0.01, 13)
 
 
+def test_selection_loop_threads_are_limited_then_restored(monkeypatch):
+    seen = []
+    greedy = FastKCenterGreedy._greedy
+
+    def recording_greedy(self, start):
+        seen.append(torch.get_num_threads())
+        return greedy(self, start)
+
+    monkeypatch.setattr(FastKCenterGreedy, "_greedy", recording_greedy)
+    embedding = _gaussian(300, 8, 14)
+    torch.set_num_threads(2)  # the module fixture restores the test session's setting afterwards
+    expected = _indices(FastKCenterGreedy, embedding, 0.05, 14)
+    assert torch.get_num_threads() == 2
+    _seeded(14)
+    assert FastKCenterGreedy(embedding, 0.05, loop_threads=None).select_coreset_idxs() == expected
+    assert seen == [1, 2]
+
+
 def test_invalid_arguments():
     with pytest.raises(ValueError, match="coreset_size"):
         FastKCenterGreedy(torch.randn(10, 4), 0.01)
     with pytest.raises(ValueError, match="bound_dims"):
         FastKCenterGreedy(torch.randn(100, 4), 0.1, bound_dims=0)
+    with pytest.raises(ValueError, match="loop_threads"):
+        FastKCenterGreedy(torch.randn(100, 4), 0.1, loop_threads=0)
 
 
 def _store_tiny_embeddings(model: Patchcore, seed: int) -> None:
