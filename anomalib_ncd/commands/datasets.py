@@ -60,7 +60,9 @@ def table_from_datamodule(datamodule: AnomalibDataModule) -> tuple[pd.DataFrame,
     """The sample table of an anomalib datamodule (MVTecAD, Folder, ...).
 
     anomalib knows only normal vs anomalous; the defect type of an image is its parent folder's
-    name, as in every anomalib folder layout.
+    name, as in every anomalib folder layout. The normal training images train the detector;
+    every other image, of the test and of the validation set (anomalib's ``Folder`` moves half
+    of the test images into validation by default), is discovered.
 
     Args:
         datamodule: the datamodule (set up here if it was not).
@@ -78,17 +80,25 @@ def table_from_datamodule(datamodule: AnomalibDataModule) -> tuple[pd.DataFrame,
     if not hasattr(datamodule, "test_data"):
         datamodule.setup()
     records = []
-    for split, dataset in (("train", getattr(datamodule, "train_data", None)), ("test", datamodule.test_data)):
+    seen: set[str] = set()
+    datasets = (
+        ("train", getattr(datamodule, "train_data", None)),
+        ("test", datamodule.test_data),
+        ("test", getattr(datamodule, "val_data", None)),
+    )
+    for split, dataset in datasets:
         if dataset is None:
             continue
         for row in dataset.samples.itertuples():
             is_normal = int(row.label_index) == 0
-            if split == "train" and not is_normal:
+            path = str(Path(row.image_path).resolve())
+            if (split == "train" and not is_normal) or path in seen:
                 continue
+            seen.add(path)
             mask = getattr(row, "mask_path", None)
             records.append(
                 {
-                    "image_path": str(Path(row.image_path).resolve()),
+                    "image_path": path,
                     "defect_type": Path(row.image_path).parent.name,
                     "is_normal": is_normal,
                     "mask_path": str(mask) if isinstance(mask, str) and mask else None,

@@ -145,8 +145,9 @@ def discover(
         raise ValueError(msg)
     known_set = _known_set(known, known_category, crops, Path(output), seed)
     model = _model(arguments, known_set[2], category_name)
+    config = config_yaml(arguments)  # an argument YAML cannot store fails before a run folder exists
     run = new_run_dir(output, dataset, category_name)
-    atomic_write_text(run / CONFIG_FILE, config_yaml(arguments))
+    atomic_write_text(run / CONFIG_FILE, config)
     write_run_state(run, command="discover", stage="started", complete=False, dataset=dataset, category=category_name)
     logger.info("Run folder: %s", run)
     return _run(run, table, known_set, model, **arguments)
