@@ -45,14 +45,15 @@ def load_dataset(data: str, category: str | None, workdir: Path, seed: int) -> t
     if not root.is_dir():
         msg = f"dataset folder not found: {root}"
         raise FileNotFoundError(msg)
+    # discovery needs no masks: a layout without them is read, its defects' mask_path left empty
     if any(root.glob("MT_*")):
-        return load_mtd(root), "MTD", ""
+        return load_mtd(root, require_masks=False), "MTD", ""
     if (root / "IMAGES").is_dir() and (root / "ANNOTATIONS").is_dir():
         return load_neu_det(root), "NEU-DET", ""
     if category is not None and (root / category / "test").is_dir():
-        return load_mvtec_ad(root, category), root.name or "MVTecAD", category
+        return load_mvtec_ad(root, category, require_masks=False), root.name or "MVTecAD", category
     if (root / "test").is_dir() and (root / "train").is_dir():
-        return load_mvtec_ad(root.parent, root.name), root.parent.name, root.name
+        return load_mvtec_ad(root.parent, root.name, require_masks=False), root.parent.name, root.name
     return load_typed_folder(root), root.name, ""
 
 
