@@ -22,21 +22,43 @@ if TYPE_CHECKING:
 SYNTHETIC = "synthetic"
 
 
-def load_dataset(data: str, category: str | None, workdir: Path, seed: int) -> tuple[pd.DataFrame, str, str]:
+def load_dataset(
+    data: str,
+    category: str | None,
+    workdir: Path,
+    seed: int,
+    normal_train_share: float | None = None,
+) -> tuple[pd.DataFrame, str, str]:
     """Load a dataset by path (layout detected) or generate the built-in synthetic one.
 
     Args:
         data: ``"synthetic"``, or a dataset folder in MTD, NEU-DET, MVTec AD or typed-folder layout.
         category: MVTec AD category (or synthetic category).
         workdir: where the synthetic dataset is written.
-        seed: seed of the synthetic dataset.
+        seed: seed of the synthetic dataset, and of the ``normal_train_share`` choice.
+        normal_train_share: typed folders (``root/<type>/*``) only: the share of each normal folder
+            (``good``, ``ok``, ``normal``, ``free``) that trains the detector, chosen by file name
+            and ``seed`` with the rule of :mod:`anomalib_ncd.data.splits` (the same files on every
+            machine); the other normal images stay in the discovered set. ``None``: every image is
+            discovered, and a detector cannot be trained here.
 
     Returns:
         The sample table, the dataset name and the category.
 
     Raises:
         FileNotFoundError: when the folder does not exist.
+        ValueError: when ``normal_train_share`` is outside ``(0, 1)`` or given for a layout that has
+            its own training split.
     """
+    if normal_train_share is not None and not 0.0 < normal_train_share < 1.0:
+        msg = f"normal_train_share must be between 0 and 1 (exclusive), got {normal_train_share}"
+        raise ValueError(msg)
+    if normal_train_share is not None and (data == SYNTHETIC or _has_own_train_split(Path(data), category)):
+        msg = (
+            "normal_train_share applies to typed folders (root/<type>/*) only; "
+            f"{data} has its own training split: leave it out"
+        )
+        raise ValueError(msg)
     if data == SYNTHETIC:
         category = category or "brick"
         table = generate_synthetic_dataset(workdir / SYNTHETIC, category, seed=seed, image_size=(128, 176))
@@ -54,7 +76,18 @@ def load_dataset(data: str, category: str | None, workdir: Path, seed: int) -> t
         return load_mvtec_ad(root, category, require_masks=False), root.name or "MVTecAD", category
     if (root / "test").is_dir() and (root / "train").is_dir():
         return load_mvtec_ad(root.parent, root.name, require_masks=False), root.parent.name, root.name
-    return load_typed_folder(root), root.name, ""
+    table = load_typed_folder(root, normal_train_fraction=normal_train_share or 0.0, seed=seed)
+    return table, root.name, ""
+
+
+def _has_own_train_split(root: Path, category: str | None) -> bool:
+    """Whether a dataset folder is in a layout with its own detector-training split (MTD, MVTec AD, NEU-DET)."""
+    return (
+        any(root.glob("MT_*"))
+        or ((root / "IMAGES").is_dir() and (root / "ANNOTATIONS").is_dir())
+        or (category is not None and (root / category / "test").is_dir())
+        or ((root / "test").is_dir() and (root / "train").is_dir())
+    )
 
 
 def table_from_datamodule(datamodule: AnomalibDataModule) -> tuple[pd.DataFrame, str, str]:

@@ -64,6 +64,24 @@ class DetectorSettings:
             msg = f"anomaly-map folder not found: {self.maps}"
             raise FileNotFoundError(msg)
 
+    def check_data(self, table: pd.DataFrame, dataset: str) -> None:
+        """Check that a Patchcore can be trained here when no checkpoint or maps are given.
+
+        Args:
+            table: the sample table of the run.
+            dataset: its name, for the message.
+
+        Raises:
+            ValueError: when the detector is to be trained and the table has no normal training image.
+        """
+        if self.checkpoint is None and self.maps is None and not (table["split"] == "train").any():
+            msg = (
+                f"dataset {dataset} has no normal training images to train a detector on; give "
+                "--detector.checkpoint or --detector.maps, or, for a typed folder root/<type>/*, "
+                "--normal_train_share 0.5 (a seeded share of its normal folder trains the detector)"
+            )
+            raise ValueError(msg)
+
 
 def anomaly_maps(
     settings: DetectorSettings,
@@ -149,12 +167,7 @@ def _train_patchcore(
     from anomalib_ncd.data.mtd import cap_detector_training
     from anomalib_ncd.detector import make_patchcore, train_detector
 
-    if not (table["split"] == "train").any():
-        msg = (
-            f"dataset {dataset} has no normal training images to train a detector on; "
-            "give --detector.checkpoint or --detector.maps"
-        )
-        raise ValueError(msg)
+    settings.check_data(table, dataset)
     if settings.max_train_images is not None:
         table = cap_detector_training(table, settings.max_train_images, seed)
     size = settings.image_size

@@ -57,6 +57,7 @@ DEMO_NOVEL_CLASSES = 5  # the built-in synthetic set: 4 defect types + normal
 def discover(
     data: str = SYNTHETIC,
     category: str | None = None,
+    normal_train_share: float | None = None,
     datamodule: AnomalibDataModule | None = None,
     detector: DetectorSettings = DetectorSettings(),  # noqa: B008 (frozen settings)
     n_novel_classes: int | Literal["auto"] | None = None,
@@ -90,6 +91,10 @@ def discover(
     Args:
         data: ``synthetic`` or a dataset folder (MTD, NEU-DET, MVTec AD category, ``root/<type>/*``).
         category: MVTec AD category under ``data``.
+        normal_train_share: for a typed folder ``root/<type>/*``, which has no training split: the
+            share (between 0 and 1) of each normal folder (``good``, ``ok``, ``normal``, ``free``)
+            that trains the Patchcore, chosen by file name and ``seed`` (the same files on every
+            machine, see :mod:`anomalib_ncd.data.splits`); the rest is discovered with the defects.
         datamodule: an anomalib datamodule instead of ``data`` (``class_path`` / ``init_args``, e.g.
             ``anomalib.data.MVTecAD``); an image's defect type is its folder's name.
         detector: the detector's checkpoint, or saved maps, or the Patchcore to train here.
@@ -133,7 +138,8 @@ def discover(
 
     seed_everything(seed, workers=True, verbose=False)
     detector.check()
-    table, dataset, category_name = _dataset(data, category, datamodule, Path(output), seed)
+    table, dataset, category_name = _dataset(data, category, datamodule, Path(output), seed, normal_train_share)
+    detector.check_data(table, dataset)
     if n_novel_classes is None:
         if data != SYNTHETIC or datamodule is not None:
             msg = "give --n_novel_classes: the number of classes to discover, normal included"
@@ -168,7 +174,12 @@ def _resume(resume: str) -> Path:
 
     seed_everything(arguments["seed"], workers=True, verbose=False)
     table, _, _ = _dataset(
-        arguments["data"], arguments["category"], arguments["datamodule"], Path(arguments["output"]), arguments["seed"]
+        arguments["data"],
+        arguments["category"],
+        arguments["datamodule"],
+        Path(arguments["output"]),
+        arguments["seed"],
+        arguments.get("normal_train_share"),  # absent from the configs of older runs
     )
     output, seed = Path(arguments["output"]), arguments["seed"]
     known_set = _known_set(arguments["known"], arguments["known_category"], arguments["crops"], output, seed)
@@ -178,11 +189,19 @@ def _resume(resume: str) -> Path:
 
 
 def _dataset(
-    data: str, category: str | None, datamodule: AnomalibDataModule | None, output: Path, seed: int
+    data: str,
+    category: str | None,
+    datamodule: AnomalibDataModule | None,
+    output: Path,
+    seed: int,
+    normal_train_share: float | None = None,
 ) -> tuple[pd.DataFrame, str, str]:
     if datamodule is not None:
+        if normal_train_share is not None:
+            msg = "normal_train_share applies to --data typed folders; a datamodule has its own training split"
+            raise ValueError(msg)
         return table_from_datamodule(datamodule)
-    return load_dataset(data, category, output / "data", seed)
+    return load_dataset(data, category, output / "data", seed, normal_train_share)
 
 
 def _known_set(
