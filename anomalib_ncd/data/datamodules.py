@@ -39,12 +39,12 @@ from pathlib import Path
 
 import pandas as pd
 from anomalib.data import AnomalibDataModule
-from anomalib.data.datasets.image.tabular import TabularDataset
 from anomalib.data.utils import Split, TestSplitMode
 
 from anomalib_ncd.backbones.offline_weights import register_offline_backbones
 from anomalib_ncd.data.anomalib_adapters import (
     VAL_SPLIT_MODE,
+    SampleDataset,
     choose_test_split_mode,
     resize_augmentation,
     to_anomalib_samples,
@@ -137,8 +137,8 @@ class SampleTableDataModule(AnomalibDataModule):
     def _setup(self, _stage: str | None = None) -> None:
         samples = to_anomalib_samples(self.sample_table(), mask_cache_dir=self.mask_cache_dir)
         self.test_split_mode = choose_test_split_mode(samples)
-        self.train_data = TabularDataset(name=self.name, samples=samples, split=Split.TRAIN)
-        self.test_data = TabularDataset(name=self.name, samples=samples, split=Split.TEST)
+        self.train_data = SampleDataset(name=self.name, samples=samples, split=Split.TRAIN)
+        self.test_data = SampleDataset(name=self.name, samples=samples, split=Split.TEST)
 
 
 class MTD(SampleTableDataModule):

@@ -2,6 +2,15 @@
 
 OpenCV returns ``None`` instead of raising on a missing or undecodable file; every reader here turns
 that into an exception that names the file, so a bad dataset fails loudly at the right place.
+
+Bit depth: every image is returned as 8-bit. A file of higher depth (16-bit PNG or TIFF, 32-bit
+TIFF) is scaled by the range of its dtype, not by its own minimum and maximum, so the same scene
+gives the same pixels whatever its depth: an unsigned or signed integer image is mapped from
+``[0, dtype max]`` to ``[0, 255]`` (``round(v * 255 / max)``; negative values are clipped to 0)
+and a float image from ``[0, 1]`` (values outside are clipped). A 16-bit copy ``v * 257`` of an
+8-bit image thus reads back as the 8-bit image exactly. The detector's data path
+(:class:`anomalib_ncd.data.anomalib_adapters.SampleDataset`) and the region crops both read through
+:func:`read_image`, so they see the same pixels.
 """
 
 from __future__ import annotations
@@ -77,7 +86,10 @@ def list_subfolders(folder: str | Path) -> list[Path]:
 
 
 def read_image(path: str | Path, *, colour: bool = True) -> np.ndarray:
-    """Read an 8-bit image, grey or colour, whatever the file holds.
+    """Read an image as 8-bit, grey or colour, whatever the file holds.
+
+    Files of more than 8 bits per channel are scaled by their dtype's range (see the module
+    docstring).
 
     Args:
         path: the image file.
@@ -89,20 +101,55 @@ def read_image(path: str | Path, *, colour: bool = True) -> np.ndarray:
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if the file exists but cannot be decoded as an image.
+        ValueError: if the file exists but cannot be decoded as an image, or holds NaN values.
     """
     path = Path(path)
     if not path.is_file():
         msg = f"image not found: {path}"
         raise FileNotFoundError(msg)
-    flag = cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE
+    flag = (cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE) | cv2.IMREAD_ANYDEPTH
     image = cv2.imread(str(path), flag)
     if image is None:
         msg = f"cannot decode image (corrupt or unsupported format): {path}"
         raise ValueError(msg)
+    image = to_uint8(image, str(path))
     if colour:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return image
+
+
+def to_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Scale an image of any depth to ``uint8`` by its dtype's range (see the module docstring).
+
+    Args:
+        image: the pixels.
+        name: what to call the image in error messages (its file).
+
+    Returns:
+        The ``uint8`` pixels (the input itself when it is ``uint8`` already).
+
+    Raises:
+        ValueError: on NaN values, or a dtype that is neither integer nor float.
+
+    Example:
+        >>> to_uint8(np.array([[0, 257 * 100, 65535]], dtype=np.uint16)).tolist()
+        [[0, 100, 255]]
+    """
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == bool:
+        return image.astype(np.uint8) * 255
+    if np.issubdtype(image.dtype, np.integer):
+        scaled = image.astype(np.float64) * (255.0 / np.iinfo(image.dtype).max)
+    elif np.issubdtype(image.dtype, np.floating):
+        if np.isnan(image).any():
+            msg = f"image {name} holds NaN values"
+            raise ValueError(msg)
+        scaled = image.astype(np.float64) * 255.0
+    else:
+        msg = f"image {name} has unsupported pixel type {image.dtype}"
+        raise ValueError(msg)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def read_image_size(path: str | Path) -> tuple[int, int]:
