@@ -34,6 +34,8 @@ class DetectorSettings:
         backbone: timm backbone of the Patchcore trained here.
         image_size: detector input size (square) of the Patchcore trained here, and the size images
             are batched at for a checkpoint whose input size cannot be read from its pre-processor.
+        skip_missing_maps: with ``maps``, leave out (with a warning and their count) the images
+            that have no saved map; by default one missing map is an error naming the image.
         coreset_sampling_ratio: Patchcore's memory-bank subsampling.
         max_train_images: train the Patchcore on at most this many normal images (a deterministic
             sample; ``None``: all). Patchcore's greedy coreset is slow on a few CPU cores.
@@ -42,6 +44,7 @@ class DetectorSettings:
     checkpoint: str | None = None
     model: str | None = None
     maps: str | None = None
+    skip_missing_maps: bool = False
     backbone: str = DEFAULT_BACKBONE
     image_size: int = 256
     coreset_sampling_ratio: float = 0.01
@@ -115,13 +118,15 @@ def anomaly_maps(
             dataset without normal training images.
     """
     from anomalib_ncd.data import to_anomalib_datamodule
-    from anomalib_ncd.maps.folder import load_map_folder
+    from anomalib_ncd.maps.folder import check_map_coverage, load_map_folder
     from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps
 
     test = table[table["split"] == "test"]
     settings.check()
     if settings.maps is not None:
-        return load_map_folder(settings.maps, samples=test), None
+        map_set = load_map_folder(settings.maps, samples=test)
+        check_map_coverage(map_set, test, skip_missing=settings.skip_missing_maps)
+        return map_set, None
     if settings.checkpoint is not None:
         model = load_anomalib_model(settings.checkpoint, settings.model)
         checkpoint = str(Path(settings.checkpoint).resolve())

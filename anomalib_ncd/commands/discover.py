@@ -251,7 +251,7 @@ def _run(
     **arguments: Any,
 ) -> Path:
     from anomalib_ncd.maps.export import save_map_set
-    from anomalib_ncd.maps.folder import load_map_folder
+    from anomalib_ncd.maps.folder import check_map_coverage, load_map_folder
     from anomalib_ncd.pipeline.estimator import DefectDiscovery
 
     timings: dict[str, float] = {}
@@ -260,6 +260,7 @@ def _run(
     test = table[table["split"] == "test"]
     if (run / MAPS_FOLDER / "index.csv").is_file():
         map_set = load_map_folder(run / MAPS_FOLDER, samples=test)
+        check_map_coverage(map_set, test, skip_missing=arguments["detector"].skip_missing_maps)
     else:
         map_set, detector_checkpoint = anomaly_maps(
             arguments["detector"],
