@@ -29,6 +29,7 @@ from jsonargparse import lazy_instance
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml, load_arguments
 from anomalib_ncd.commands.datasets import SYNTHETIC, load_dataset, table_from_datamodule
 from anomalib_ncd.commands.detector_maps import MAPS_FOLDER, DetectorSettings, anomaly_maps
+from anomalib_ncd.data.image_io import check_image_sizes
 from anomalib_ncd.discovery.class_count import ClassCountSettings
 from anomalib_ncd.discovery.guidance import GuidanceSettings
 from anomalib_ncd.discovery.lightning_model import TrainingSettings
@@ -140,6 +141,7 @@ def discover(
     detector.check()
     table, dataset, category_name = _dataset(data, category, datamodule, Path(output), seed, normal_train_share)
     detector.check_data(table, dataset)
+    check_image_sizes(table["image_path"])
     if n_novel_classes is None:
         if data != SYNTHETIC or datamodule is not None:
             msg = "give --n_novel_classes: the number of classes to discover, normal included"

@@ -15,6 +15,7 @@ and a float image from ``[0, 1]`` (values outside are clipped). A 16-bit copy ``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -26,6 +27,13 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", "
 
 MASK_THRESHOLD: int = 127
 """A mask pixel is foreground when its grey value is strictly greater than this."""
+
+MIN_IMAGE_SIDE: int = 32
+"""The smallest short side (pixels) of an image to discover classes in.
+
+Below it the detector's feature maps (Patchcore's stride-16 layers here) hold fewer than 2 x 2
+cells whatever the input size the image is upsampled to, and its score means nothing (a 1 x 1
+image gets the highest score of a set and lands in the normal class)."""
 
 
 def list_images(
@@ -176,6 +184,33 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
         msg = f"cannot read image header (corrupt or unsupported format): {path}"
         raise ValueError(msg) from error
     return height, width
+
+
+def check_image_sizes(paths: Iterable[str | Path], min_side: int = MIN_IMAGE_SIDE) -> None:
+    """Check that every image has at least ``min_side`` pixels on its short side (headers only).
+
+    Args:
+        paths: the image files.
+        min_side: the smallest allowed short side (:data:`MIN_IMAGE_SIDE`).
+
+    Raises:
+        FileNotFoundError: if a file does not exist.
+        ValueError: naming the first image that is too small (and how many are), or that is not
+            a readable image.
+    """
+    small = []
+    for path in paths:
+        height, width = read_image_size(path)
+        if min(height, width) < min_side:
+            small.append((str(path), height, width))
+    if small:
+        path, height, width = small[0]
+        others = f" ({len(small) - 1} more)" if len(small) > 1 else ""
+        msg = (
+            f"image {path} is {height} x {width} px{others}: images need at least {min_side} px on their "
+            "short side for the detector; remove them or enlarge them"
+        )
+        raise ValueError(msg)
 
 
 def read_mask_file(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
