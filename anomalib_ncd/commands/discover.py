@@ -39,7 +39,14 @@ from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.priors.settings import ObjectPriorSettings
 from anomalib_ncd.regions.crops import CropSettings
 from anomalib_ncd.regions.mebin import MEBin
-from anomalib_ncd.results import mark_latest, new_run_dir, read_run_state, resolve_run, write_run_state
+from anomalib_ncd.results import (
+    check_output_root,
+    mark_latest,
+    new_run_dir,
+    read_run_state,
+    resolve_run,
+    write_run_state,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -138,6 +145,7 @@ def discover(
     from lightning.pytorch import seed_everything
 
     seed_everything(seed, workers=True, verbose=False)
+    check_output_root(output)
     detector.check()
     table, dataset, category_name = _dataset(data, category, datamodule, Path(output), seed, normal_train_share)
     detector.check_data(table, dataset)

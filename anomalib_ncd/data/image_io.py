@@ -28,6 +28,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", "
 MASK_THRESHOLD: int = 127
 """A mask pixel is foreground when its grey value is strictly greater than this."""
 
+JPEG_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg"})
+JPEG_END = b"\xff\xd9"  # end-of-image marker; never inside the entropy-coded data (0xFF is stuffed there)
+
 MIN_IMAGE_SIDE: int = 32
 """The smallest short side (pixels) of an image to discover classes in.
 
@@ -118,12 +121,24 @@ def read_image(path: str | Path, *, colour: bool = True) -> np.ndarray:
     flag = (cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE) | cv2.IMREAD_ANYDEPTH
     image = cv2.imread(str(path), flag)
     if image is None:
-        msg = f"cannot decode image (corrupt or unsupported format): {path}"
+        msg = f"cannot decode image (corrupt, truncated or unsupported format): {path}"
+        raise ValueError(msg)
+    if path.suffix.lower() in JPEG_SUFFIXES and not _has_jpeg_end(path):
+        # OpenCV decodes a truncated JPEG as a grey-padded image, with only a warning on stderr
+        msg = f"image file is truncated (its JPEG end marker is missing): {path}"
         raise ValueError(msg)
     image = to_uint8(image, str(path))
     if colour:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return image
+
+
+def _has_jpeg_end(path: Path, tail_bytes: int = 1024) -> bool:
+    """Whether a JPEG file ends with its end-of-image marker (possibly followed by some padding)."""
+    with path.open("rb") as file:
+        size = file.seek(0, 2)
+        file.seek(max(0, size - tail_bytes))
+        return JPEG_END in file.read()
 
 
 def to_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
