@@ -15,6 +15,7 @@ from anomalib_ncd.maps.map_set import AnomalyMapSet
 logger = logging.getLogger("anomalib_ncd")
 
 MAPS_FOLDER = "maps"
+DETECTOR_FOLDER = "detector"
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def anomaly_maps(
         table: the sample table (test rows are mapped; normal train rows train a detector).
         dataset: dataset name (anomalib's results path of a detector trained here).
         category: category name.
-        workdir: the run folder; a detector trained here goes to ``<workdir>/detector``.
+        workdir: the run folder; a detector trained here, anomalib's engine outputs and the masks
+            converted for anomalib go to ``<workdir>/detector``.
         accelerator: Lightning accelerator.
         devices: Lightning devices.
         seed: seed of the training-image sample.
@@ -134,8 +136,14 @@ def anomaly_maps(
     else:
         model, checkpoint = _train_patchcore(settings, table, dataset, category, workdir, accelerator, devices, seed)
         image_size = settings.image_size
-    datamodule = to_anomalib_datamodule(test, dataset, category=category, image_size=image_size)
-    maps = predict_maps(model, datamodule, samples=test, accelerator=accelerator, devices=devices)
+    detector_dir = workdir / DETECTOR_FOLDER
+    datamodule = to_anomalib_datamodule(
+        test, dataset, category=category, image_size=image_size, mask_cache_dir=detector_dir / "masks"
+    )
+    # anomalib's engine (and a checkpoint's visualiser) write under its root: keep it in the run
+    maps = predict_maps(
+        model, datamodule, samples=test, accelerator=accelerator, devices=devices, default_root_dir=str(detector_dir)
+    )
     return maps, checkpoint
 
 
@@ -176,11 +184,15 @@ def _train_patchcore(
     if settings.max_train_images is not None:
         table = cap_detector_training(table, settings.max_train_images, seed)
     size = settings.image_size
-    datamodule = to_anomalib_datamodule(table, dataset, category=category, image_size=(size, size))
-    model = make_patchcore(settings.backbone, coreset_sampling_ratio=settings.coreset_sampling_ratio)
+    detector_dir = workdir / DETECTOR_FOLDER
+    datamodule = to_anomalib_datamodule(
+        table, dataset, category=category, image_size=(size, size), mask_cache_dir=detector_dir / "masks"
+    )
+    # no visualiser: its images would go to ./results, outside the run
+    model = make_patchcore(settings.backbone, coreset_sampling_ratio=settings.coreset_sampling_ratio, visualizer=False)
     n_train = int((table["split"] == "train").sum())
     logger.info("Training Patchcore (%s) on %d normal images", settings.backbone, n_train)
     engine = train_detector(
-        model, datamodule, root_dir=workdir / "detector", max_epochs=1, accelerator=accelerator, devices=devices
+        model, datamodule, root_dir=detector_dir, max_epochs=1, accelerator=accelerator, devices=devices
     )
     return model, str(Path(engine.trainer.checkpoint_callback.best_model_path).resolve())

@@ -11,12 +11,20 @@ A run folder ``<output>/NCD/<dataset>/<category>/vN`` holds:
 
 ``latest`` moves to the run only when it completes. ``--resume <run folder>`` continues an
 interrupted run from its last stage and its last checkpoint.
+
+A run that fails (an error, not an interruption) before its discovery model saved a checkpoint
+is removed, so it leaves no half-made ``vN`` and the next run takes its number; one that fails
+later keeps its folder, marked ``"failed"`` in ``run.json``, to be continued with ``--resume``.
+Everything a run writes lies under ``--output`` (the detector trained here, its checkpoint and its
+converted masks go to ``<run>/detector``, without anomalib's visualisations); only the converted
+offline ImageNet weights go to their cache (``$ANOMALIB_NCD_CACHE``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import asdict
@@ -166,7 +174,23 @@ def discover(
     atomic_write_text(run / CONFIG_FILE, config)
     write_run_state(run, command="discover", stage="started", complete=False, dataset=dataset, category=category_name)
     logger.info("Run folder: %s", run)
-    return _run(run, table, known_set, model, **arguments)
+    try:
+        return _run(run, table, known_set, model, **arguments)
+    except Exception as error:
+        _clean_up_failed_run(run, error)
+        raise
+
+
+def _clean_up_failed_run(run: Path, error: Exception) -> None:
+    """Remove a failed run that saved no discovery checkpoint; mark one that did as failed (resumable)."""
+    if not (run / CHECKPOINT).is_file():
+        shutil.rmtree(run, ignore_errors=True)
+        return
+    try:
+        write_run_state(run, failed=" ".join(str(error).split()) or type(error).__name__)
+    except OSError:  # e.g. the full disk that made the run fail
+        return
+    logger.warning("Run %s failed; its checkpoint is kept: fix the cause, then --resume %s", run, run)
 
 
 def _resume(resume: str) -> Path:
@@ -178,6 +202,8 @@ def _resume(resume: str) -> Path:
     if state.get("command") != "discover":
         msg = f"{run} is not a discover run"
         raise ValueError(msg)
+    if "failed" in state:
+        write_run_state(run, failed=None)  # tried again: the earlier failure no longer describes it
     arguments = load_arguments(discover, run / CONFIG_FILE)
     arguments.pop("resume", None)
     from lightning.pytorch import seed_everything
