@@ -97,6 +97,7 @@ def anomaly_maps(
     accelerator: str = "auto",
     devices: int | str = 1,
     seed: int = 0,
+    skip_option: str = "--detector.skip_missing_maps true",
 ) -> tuple[AnomalyMapSet, str | None]:
     """The raw anomaly maps of the table's test images.
 
@@ -110,6 +111,7 @@ def anomaly_maps(
         accelerator: Lightning accelerator.
         devices: Lightning devices.
         seed: seed of the training-image sample.
+        skip_option: the option that sets ``settings.skip_missing_maps``, for the missing-map error.
 
     Returns:
         The maps (with the table's ground truth) and the detector checkpoint (``None`` for saved maps).
@@ -127,7 +129,7 @@ def anomaly_maps(
     settings.check()
     if settings.maps is not None:
         map_set = load_map_folder(settings.maps, samples=test)
-        check_map_coverage(map_set, test, skip_missing=settings.skip_missing_maps)
+        check_map_coverage(map_set, test, skip_missing=settings.skip_missing_maps, skip_option=skip_option)
         return map_set, None
     if settings.checkpoint is not None:
         model = load_anomalib_model(settings.checkpoint, settings.model)

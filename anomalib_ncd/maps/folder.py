@@ -165,7 +165,13 @@ def load_map_folder(
     return map_set.with_samples(samples) if samples is not None else map_set
 
 
-def check_map_coverage(map_set: AnomalyMapSet, samples: pd.DataFrame, *, skip_missing: bool = False) -> int:
+def check_map_coverage(
+    map_set: AnomalyMapSet,
+    samples: pd.DataFrame,
+    *,
+    skip_missing: bool = False,
+    skip_option: str = "--detector.skip_missing_maps true",
+) -> int:
     """Check that every image of a sample table has a map in the set (saved maps lose none silently).
 
     Args:
@@ -173,6 +179,7 @@ def check_map_coverage(map_set: AnomalyMapSet, samples: pd.DataFrame, *, skip_mi
         samples: the images that must have one (e.g. the test rows of the run's table).
         skip_missing: warn with the count of images without a map instead of raising; those images
             are left out of the run.
+        skip_option: the command-line option that sets ``skip_missing``, for the message.
 
     Returns:
         The number of images without a map (0 unless ``skip_missing``).
@@ -185,7 +192,7 @@ def check_map_coverage(map_set: AnomalyMapSet, samples: pd.DataFrame, *, skip_mi
     if missing and not skip_missing:
         msg = (
             f"{len(missing)} of {len(samples)} images have no anomaly map (e.g. {missing[0]}); "
-            "add their maps, or pass --detector.skip_missing_maps true to leave them out"
+            f"add their maps, or pass {skip_option} to leave them out"
         )
         raise MapError(msg)
     if missing:

@@ -60,3 +60,13 @@ def test_patchcore_trained_here_writes_nothing_outside_the_output(tmp_path, monk
     run = work / "out" / "NCD" / "data" / "brick" / "latest"
     assert json.loads((run / "run.json").read_text())["detector_checkpoint"].startswith(str(run.resolve()))
     assert not [path for path in run.rglob("*.png") if "images" in path.parts]  # no visualiser output
+
+
+def test_a_failed_regions_run_leaves_no_run_folder(dataset_with_maps, tmp_path, capsys):
+    data, maps, _ = dataset_with_maps
+    next((maps / "hole").glob("*.png")).unlink()  # an image without its map: fails in the map stage
+    assert main(["regions", "--data", str(data), "--maps", str(maps), "--output", str(tmp_path / "o")]) == 2
+    error = one_line_error(capsys)
+    assert "have no anomaly map" in error
+    assert "pass --skip_missing_maps true" in error
+    assert not list((tmp_path / "o" / "NCD" / "data" / "brick").glob("v*"))
