@@ -18,8 +18,9 @@ and links ``latest`` to the newest ``vN`` there, so the checkpoint is
 * ``results/<Model>/SyntheticDefects/<category>/latest/weights/lightning/model.ckpt`` for
   :class:`SyntheticDefects` (like ``MVTecAD``'s ``results/<Model>/MVTecAD/<category>/...``).
 
-Both build anomalib's ``TabularDataset`` from our sample table with the options of
-:func:`anomalib_ncd.data.anomalib_adapters.to_anomalib_datamodule`: the "train" rows (normal only)
+Both build anomalib's ``TabularDataset`` (as :class:`~anomalib_ncd.data.anomalib_adapters.SampleDataset`,
+which reads images with our reader: 16-bit files scaled, not clipped) from our sample table with the
+options of :func:`anomalib_ncd.data.anomalib_adapters.to_anomalib_datamodule`: the "train" rows (normal only)
 train the detector, every "test" row is tested, validation is the test set. The table is read (or
 the synthetic data written) on ``prepare_data``/``setup``, not when the datamodule is built.
 
