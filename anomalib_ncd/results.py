@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,21 @@ def next_version_dir(base: str | Path) -> Path:
         except FileExistsError:  # another run took this version meanwhile
             continue
         return run
+
+
+def remove_run_dir(run: str | Path) -> None:
+    """Delete a failed run folder, and the ``NCD/<dataset>/<category>`` folders it leaves empty.
+
+    Args:
+        run: the run folder ``<root>/NCD/<dataset>/<category>/vN``.
+    """
+    run = Path(run)
+    shutil.rmtree(run, ignore_errors=True)
+    for parent in list(run.parents)[:3]:  # <category>, <dataset>, NCD: never the results root
+        try:
+            parent.rmdir()
+        except OSError:  # not empty (other versions, other datasets) or already gone
+            break
 
 
 def mark_latest(run: str | Path) -> Path:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 import time
 from dataclasses import asdict
@@ -52,6 +51,7 @@ from anomalib_ncd.results import (
     mark_latest,
     new_run_dir,
     read_run_state,
+    remove_run_dir,
     resolve_run,
     write_run_state,
 )
@@ -184,7 +184,7 @@ def discover(
 def _clean_up_failed_run(run: Path, error: Exception) -> None:
     """Remove a failed run that saved no discovery checkpoint; mark one that did as failed (resumable)."""
     if not (run / CHECKPOINT).is_file():
-        shutil.rmtree(run, ignore_errors=True)
+        remove_run_dir(run)
         return
     try:
         write_run_state(run, failed=" ".join(str(error).split()) or type(error).__name__)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +16,7 @@ from anomalib_ncd.data.image_io import check_image_sizes
 from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.regions.crops import CropSettings
 from anomalib_ncd.regions.mebin import MEBin
-from anomalib_ncd.results import check_output_root, mark_latest, new_run_dir, write_run_state
+from anomalib_ncd.results import check_output_root, mark_latest, new_run_dir, remove_run_dir, write_run_state
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -105,7 +104,7 @@ def regions(
             seed,
         )
     except Exception:
-        shutil.rmtree(run, ignore_errors=True)  # a failed run leaves no half-made folder
+        remove_run_dir(run)  # a failed run leaves no half-made folder
         raise
     return run
 

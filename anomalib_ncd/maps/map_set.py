@@ -95,7 +95,7 @@ def check_aspect(map_shape: tuple[int, int], image_shape: tuple[int, int], name:
     tolerance = ASPECT_TOLERANCE_PX
     low = max((height - tolerance) / image_height, (width - tolerance) / image_width)
     high = min((height + tolerance) / image_height, (width + tolerance) / image_width)
-    if low > high:
+    if low > high + 1e-9:  # the two windows of scales are disjoint (1e-9: float rounding at a shared end)
         msg = (
             f"anomaly map of {name} is {height} x {width} but its image is {image_height} x {image_width}: "
             "a map must be square (the detector's input) or have its image's aspect ratio "
