@@ -138,15 +138,42 @@ def anomaly_maps(
     else:
         model, checkpoint = _train_patchcore(settings, table, dataset, category, workdir, accelerator, devices, seed)
         image_size = settings.image_size
+    model.visualizer = None  # a checkpoint brings anomalib's visualiser back: only the maps are wanted
     detector_dir = workdir / DETECTOR_FOLDER
     datamodule = to_anomalib_datamodule(
-        test, dataset, category=category, image_size=image_size, mask_cache_dir=detector_dir / "masks"
+        detector_table(test), dataset, category=category, image_size=image_size, mask_cache_dir=detector_dir / "masks"
     )
     # anomalib's engine (and a checkpoint's visualiser) write under its root: keep it in the run
     maps = predict_maps(
         model, datamodule, samples=test, accelerator=accelerator, devices=devices, default_root_dir=str(detector_dir)
     )
     return maps, checkpoint
+
+
+def detector_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The table the detector's datamodule gets: masks dropped when only some defect images have one.
+
+    anomalib needs a mask for every defect image or for none (its pixel metrics); discovery needs
+    none, so a partly annotated set trains and runs the detector without masks (image metrics only).
+
+    Args:
+        table: the run's sample table.
+
+    Returns:
+        The table, without ``mask_path`` and ``boxes`` when the defects are partly annotated.
+    """
+    from anomalib_ncd.data.masks import is_annotated
+
+    defects = table[~table["is_normal"].astype(bool)]
+    annotated = sum(is_annotated(row) for _, row in defects.iterrows())
+    if 0 < annotated < len(defects):
+        logger.info(
+            "%d of %d defect images have no mask: the detector runs without masks (no pixel metrics)",
+            len(defects) - annotated,
+            len(defects),
+        )
+        return table.assign(mask_path=None, boxes=None)
+    return table
 
 
 def input_size(model: Any) -> tuple[int, int] | None:
@@ -188,7 +215,11 @@ def _train_patchcore(
     size = settings.image_size
     detector_dir = workdir / DETECTOR_FOLDER
     datamodule = to_anomalib_datamodule(
-        table, dataset, category=category, image_size=(size, size), mask_cache_dir=detector_dir / "masks"
+        detector_table(table),
+        dataset,
+        category=category,
+        image_size=(size, size),
+        mask_cache_dir=detector_dir / "masks",
     )
     # no visualiser: its images would go to ./results, outside the run
     model = make_patchcore(settings.backbone, coreset_sampling_ratio=settings.coreset_sampling_ratio, visualizer=False)

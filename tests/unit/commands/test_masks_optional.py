@@ -46,3 +46,14 @@ def test_discover_on_saved_maps_without_masks(tmp_path):
     shutil.rmtree(tmp_path / "data" / "brick" / "ground_truth")
     assert main(discover_args(tmp_path / "data" / "brick", maps, tmp_path / "out")) == 0
     assert (tmp_path / "out" / "NCD" / "data" / "brick" / "latest" / "assignments.csv").is_file()
+
+
+def test_patchcore_trained_on_a_partly_masked_set(tmp_path):
+    from tests.unit.cli.test_cli_discover import FAST
+
+    generate_synthetic_dataset(
+        tmp_path / "data", "brick", image_size=(64, 88), n_train_good=3, n_test_good=2, n_per_type=1, seed=1
+    )
+    next((tmp_path / "data" / "brick" / "ground_truth").rglob("*.png")).unlink()  # one defect loses its mask
+    args = ["discover", "--data", str(tmp_path / "data" / "brick"), "--output", str(tmp_path / "out")]
+    assert main([*args, "--detector.image_size", "64", *FAST, "--n_novel_classes", "3"]) == 0
