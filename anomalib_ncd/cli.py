@@ -5,7 +5,8 @@ discovered model), ``add`` (continual discovery: a new batch, new kinds appended
 ``evaluate`` (score a run against true types) and ``regions`` (the region stage alone). Each is a
 thin wrapper over the Python API. User errors (missing paths, unreadable images, unusable maps, a
 full disk) end with one ``anomalib-ncd: error: ...`` line and exit code 2, no traceback; earlier
-results are left as they were.
+results are left as they were. A bad option value (``--n_novel_classes abc``) is one line too,
+saying what the option accepts, followed by a line pointing at ``--help``.
 """
 
 from __future__ import annotations
