@@ -8,15 +8,18 @@ corrupt checkpoint or one that is not an anomalib checkpoint, a checkpoint that 
 code to load, a full disk) end with one ``anomalib-ncd: error: ...`` line and exit code 2, no
 traceback; earlier results are left as they were. Checkpoints are read as data, never run
 (:mod:`anomalib_ncd.checkpoints`).
+A bad option value (``--n_novel_classes abc``) is one line too, saying what the option accepts,
+followed by a line pointing at ``--help``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import warnings
 
-from jsonargparse import auto_cli
+from jsonargparse import ArgumentError, auto_cli
 
 # third-party deprecation notices at import time are not the user's business
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -32,6 +35,11 @@ logger = logging.getLogger("anomalib_ncd")
 
 COMMANDS = {"discover": discover, "predict": predict, "add": add, "evaluate": evaluate, "regions": regions}
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError, MapError, PermissionError, OSError)
+ALLOWED_VALUES = {
+    "n_novel_classes": "an integer of at least 2 (the classes to discover, normal included) or auto",
+}
+"""What an option accepts, in words, for the options whose type reads badly in a parser message."""
+TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     # anomalib's short form of --config, accepted after the subcommand too
     arguments = ["--config" if argument == "-c" else argument for argument in arguments]
     try:
-        auto_cli(COMMANDS, args=arguments, as_positional=False)
+        auto_cli(COMMANDS, args=arguments, as_positional=False, exit_on_error=False)
+    except ArgumentError as error:
+        command = next((argument for argument in arguments if argument in COMMANDS), None)
+        print(f"anomalib-ncd: error: {argument_error_message(error)}", file=sys.stderr)
+        print(f"  the options: anomalib-ncd {command or '<command>'} --help", file=sys.stderr)
+        return 2
     except USER_ERRORS as error:
         print(f"anomalib-ncd: error: {_one_line(error)}", file=sys.stderr)
         return 2
@@ -56,6 +69,41 @@ def main(argv: list[str] | None = None) -> int:
         print("anomalib-ncd: interrupted; resume a discover run with --resume <run folder>", file=sys.stderr)
         return 130
     return 0
+
+
+def argument_error_message(error: BaseException) -> str:
+    """A parser error on one line, saying what the option accepts.
+
+    jsonargparse lists every member of a union type, over several lines; this keeps the option,
+    the value given and what is allowed.
+
+    Args:
+        error: the parser's error.
+
+    Returns:
+        The message, e.g. ``--n_novel_classes: 'abc' is not allowed; give an integer ... or auto``.
+    """
+    text = str(error)
+    match = re.match(r'Parser key "([^"]+)":\s*(.*)', text, re.DOTALL)
+    if match is None:
+        return _one_line(error)
+    key, detail = match.groups()
+    given = re.search(r"(?:Given value|Got value): (.*)$", detail, re.MULTILINE)
+    allowed = ALLOWED_VALUES.get(key) or _expected_types(detail)
+    if given is None or not allowed:
+        return f"--{key}: {_one_line(ValueError(detail))}"
+    return f"--{key}: {given.group(1).strip()!r} is not allowed; give {allowed}"
+
+
+def _expected_types(detail: str) -> str:
+    """The types a jsonargparse message says it expected, in words (``int or 'auto'``)."""
+    names = []
+    for expected in re.findall(r"Expected a (.+?)(?:\. Got value:|$)", detail, re.MULTILINE):
+        name = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", expected.strip())
+        name = re.sub(r"typing\.Literal\[(.*)\]", r"\1", name)
+        if name != "NoneType":
+            names.append(TYPE_WORDS.get(name, name))
+    return " or ".join(dict.fromkeys(names))
 
 
 def _one_line(error: BaseException) -> str:

@@ -8,7 +8,9 @@ never hides the last good one. Each run records its progress in ``run.json``
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,36 @@ from anomalib_ncd.io import atomic_write_text
 
 _VERSION = re.compile(r"^v(\d+)$")
 RUN_STATE_FILE = "run.json"
+
+
+def check_output_root(root: str | Path, option: str = "--output") -> None:
+    """Check, before anything is written, that results can be written under ``root``.
+
+    Nothing is created: the first existing folder on the way to ``root`` must be a folder, and one
+    this process may write in.
+
+    Args:
+        root: the results root.
+        option: the command-line option that gave it, for the messages.
+
+    Raises:
+        NotADirectoryError: when ``root`` or one of its parents is a file.
+        PermissionError: when the folder that would hold it is not writable.
+    """
+    root = Path(root).absolute()
+    existing = next(path for path in (root, *root.parents) if path.exists())
+    if not existing.is_dir():
+        msg = (
+            f"{option} {root}: {existing} is a file, not a folder; "
+            "give a folder path for the results (or move that file away)"
+        )
+        raise NotADirectoryError(msg)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        msg = (
+            f"{option} {root}: cannot write in {existing} (permission denied); "
+            f"give a folder you can write to, or make it writable (chmod u+w {existing})"
+        )
+        raise PermissionError(msg)
 
 
 def run_base(root: str | Path, dataset: str, category: str = "") -> Path:
@@ -65,6 +97,21 @@ def next_version_dir(base: str | Path) -> Path:
         except FileExistsError:  # another run took this version meanwhile
             continue
         return run
+
+
+def remove_run_dir(run: str | Path) -> None:
+    """Delete a failed run folder, and the ``NCD/<dataset>/<category>`` folders it leaves empty.
+
+    Args:
+        run: the run folder ``<root>/NCD/<dataset>/<category>/vN``.
+    """
+    run = Path(run)
+    shutil.rmtree(run, ignore_errors=True)
+    for parent in list(run.parents)[:3]:  # <category>, <dataset>, NCD: never the results root
+        try:
+            parent.rmdir()
+        except OSError:  # not empty (other versions, other datasets) or already gone
+            break
 
 
 def mark_latest(run: str | Path) -> Path:

@@ -10,7 +10,9 @@ packages carry real ImageNet weights:
 
 Their tensors map in order, shape for shape, onto timm's ``mobilenetv2_100`` and
 ``tf_efficientnet_lite0``. :func:`register_offline_backbones` converts them once to timm key names
-(cached on disk) and registers them as extra timm pretrained tags, so that any code that calls
+(cached on disk, in ``$ANOMALIB_NCD_CACHE`` or ``~/.cache/anomalib_ncd``; converting leaves the
+global random state as it was, so a fresh cache gives the same seeded run as a warm one) and
+registers them as extra timm pretrained tags, so that any code that calls
 ``timm.create_model("mobilenetv2_100.tv_in1k", pretrained=True)`` — anomalib's Patchcore, Padim,
 ... included — gets the real weights offline. A user's own weights file can be registered the same
 way with :func:`register_weights_file`.
@@ -131,7 +133,10 @@ def convert_state_dict_by_order(source: dict[str, torch.Tensor], timm_arch: str)
     Raises:
         ValueError: when the number or shapes of tensors differ.
     """
-    target = create_model(timm_arch, pretrained=False).state_dict()
+    # The reference model is initialised at random; under a forked generator, so a run that
+    # converts (a fresh cache) draws the same random numbers as one that does not (a warm cache).
+    with torch.random.fork_rng(devices=[]):
+        target = create_model(timm_arch, pretrained=False).state_dict()
     if len(source) != len(target):
         msg = f"cannot map {len(source)} tensors onto {timm_arch}, which has {len(target)}"
         raise ValueError(msg)

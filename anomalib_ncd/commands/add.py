@@ -32,6 +32,7 @@ from anomalib_ncd.commands.predict import (
     load_run_model,
     maps_of_images,
 )
+from anomalib_ncd.data.image_io import check_image_sizes
 from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.results import mark_latest, next_version_dir, read_run_state, resolve_run, write_run_state
 
@@ -94,6 +95,7 @@ def add(
         msg = f"{run_dir} has no saved maps ({MAPS_FOLDER}/index.csv): the new-kind threshold needs the earlier regions"
         raise FileNotFoundError(msg)
     batch_files = list_images(images)
+    check_image_sizes(batch_files)
     model = load_run_model(run_dir)  # before the detector runs: a bad run checkpoint fails fast
     batch_maps = maps_of_images(batch_files, maps, state, detector, accelerator, devices)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 CONFIG_FILE = "config.yaml"
@@ -16,8 +18,10 @@ CONFIG_FILE = "config.yaml"
 def plain(value: Any) -> Any:
     """A value as YAML-able plain data in jsonargparse's format.
 
-    Settings dataclasses become mappings; other objects become ``class_path`` / ``init_args``
-    (their public attributes that are ``__init__`` parameters).
+    Settings dataclasses become mappings; enums (anomalib's ``TestSplitMode``, torchvision's
+    ``InterpolationMode``...) become their values; NumPy scalars become Python numbers; other objects
+    (an anomalib datamodule, a transform) become ``class_path`` / ``init_args`` (their attributes
+    that are ``__init__`` parameters).
 
     Args:
         value: any argument value.
@@ -33,6 +37,10 @@ def plain(value: Any) -> Any:
         return [plain(item) for item in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, enum.Enum):
+        return plain(value.value)
+    if isinstance(value, np.generic):
+        return value.item()
     if value is None or isinstance(value, str | int | float | bool):
         return value
     parameters = inspect.signature(type(value).__init__).parameters

@@ -61,7 +61,12 @@ class SyntheticSettings:
 
 
 def load_dataset(
-    data: str, category: str | None, workdir: Path, seed: int, synthetic: SyntheticSettings | None = None
+    data: str,
+    category: str | None,
+    workdir: Path,
+    seed: int,
+    normal_train_share: float | None = None,
+    synthetic: SyntheticSettings | None = None,
 ) -> tuple[pd.DataFrame, str, str]:
     """Load a dataset by path (layout detected) or generate the built-in synthetic one.
 
@@ -69,7 +74,12 @@ def load_dataset(
         data: ``"synthetic"``, or a dataset folder in MTD, NEU-DET, MVTec AD or typed-folder layout.
         category: MVTec AD category (or synthetic category).
         workdir: where the synthetic dataset is written.
-        seed: seed of the synthetic dataset.
+        seed: seed of the synthetic dataset, and of the ``normal_train_share`` choice.
+        normal_train_share: typed folders (``root/<type>/*``) only: the share of each normal folder
+            (``good``, ``ok``, ``normal``, ``free``) that trains the detector, chosen by file name
+            and ``seed`` with the rule of :mod:`anomalib_ncd.data.splits` (the same files on every
+            machine); the other normal images stay in the discovered set. ``None``: every image is
+            discovered, and a detector cannot be trained here.
         synthetic: the built-in set's mode and bit depth (``None``: the default mode, 8 bits).
 
     Returns:
@@ -77,7 +87,18 @@ def load_dataset(
 
     Raises:
         FileNotFoundError: when the folder does not exist.
+        ValueError: when ``normal_train_share`` is outside ``(0, 1)`` or given for a layout that has
+            its own training split.
     """
+    if normal_train_share is not None and not 0.0 < normal_train_share < 1.0:
+        msg = f"normal_train_share must be between 0 and 1 (exclusive), got {normal_train_share}"
+        raise ValueError(msg)
+    if normal_train_share is not None and (data == SYNTHETIC or _has_own_train_split(Path(data), category)):
+        msg = (
+            "normal_train_share applies to typed folders (root/<type>/*) only; "
+            f"{data} has its own training split: leave it out"
+        )
+        raise ValueError(msg)
     if data == SYNTHETIC:
         settings = synthetic or SyntheticSettings()
         category = category or "brick"
@@ -94,22 +115,36 @@ def load_dataset(
     if not root.is_dir():
         msg = f"dataset folder not found: {root}"
         raise FileNotFoundError(msg)
+    # discovery needs no masks: a layout without them is read, its defects' mask_path left empty
     if any(root.glob("MT_*")):
-        return load_mtd(root), "MTD", ""
+        return load_mtd(root, require_masks=False), "MTD", ""
     if (root / "IMAGES").is_dir() and (root / "ANNOTATIONS").is_dir():
         return load_neu_det(root), "NEU-DET", ""
     if category is not None and (root / category / "test").is_dir():
-        return load_mvtec_ad(root, category), root.name or "MVTecAD", category
+        return load_mvtec_ad(root, category, require_masks=False), root.name or "MVTecAD", category
     if (root / "test").is_dir() and (root / "train").is_dir():
-        return load_mvtec_ad(root.parent, root.name), root.parent.name, root.name
-    return load_typed_folder(root), root.name, ""
+        return load_mvtec_ad(root.parent, root.name, require_masks=False), root.parent.name, root.name
+    table = load_typed_folder(root, normal_train_fraction=normal_train_share or 0.0, seed=seed)
+    return table, root.name, ""
+
+
+def _has_own_train_split(root: Path, category: str | None) -> bool:
+    """Whether a dataset folder is in a layout with its own detector-training split (MTD, MVTec AD, NEU-DET)."""
+    return (
+        any(root.glob("MT_*"))
+        or ((root / "IMAGES").is_dir() and (root / "ANNOTATIONS").is_dir())
+        or (category is not None and (root / category / "test").is_dir())
+        or ((root / "test").is_dir() and (root / "train").is_dir())
+    )
 
 
 def table_from_datamodule(datamodule: AnomalibDataModule) -> tuple[pd.DataFrame, str, str]:
     """The sample table of an anomalib datamodule (MVTecAD, Folder, ...).
 
     anomalib knows only normal vs anomalous; the defect type of an image is its parent folder's
-    name, as in every anomalib folder layout.
+    name, as in every anomalib folder layout. The normal training images train the detector;
+    every other image, of the test and of the validation set (anomalib's ``Folder`` moves half
+    of the test images into validation by default), is discovered.
 
     Args:
         datamodule: the datamodule (set up here if it was not).
@@ -127,17 +162,25 @@ def table_from_datamodule(datamodule: AnomalibDataModule) -> tuple[pd.DataFrame,
     if not hasattr(datamodule, "test_data"):
         datamodule.setup()
     records = []
-    for split, dataset in (("train", getattr(datamodule, "train_data", None)), ("test", datamodule.test_data)):
+    seen: set[str] = set()
+    datasets = (
+        ("train", getattr(datamodule, "train_data", None)),
+        ("test", datamodule.test_data),
+        ("test", getattr(datamodule, "val_data", None)),
+    )
+    for split, dataset in datasets:
         if dataset is None:
             continue
         for row in dataset.samples.itertuples():
             is_normal = int(row.label_index) == 0
-            if split == "train" and not is_normal:
+            path = str(Path(row.image_path).resolve())
+            if (split == "train" and not is_normal) or path in seen:
                 continue
+            seen.add(path)
             mask = getattr(row, "mask_path", None)
             records.append(
                 {
-                    "image_path": str(Path(row.image_path).resolve()),
+                    "image_path": path,
                     "defect_type": Path(row.image_path).parent.name,
                     "is_normal": is_normal,
                     "mask_path": str(mask) if isinstance(mask, str) and mask else None,

@@ -16,6 +16,7 @@ from anomalib_ncd.maps.map_set import AnomalyMapSet
 logger = logging.getLogger("anomalib_ncd")
 
 MAPS_FOLDER = "maps"
+DETECTOR_FOLDER = "detector"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class DetectorSettings:
         letterbox: the Patchcore trained here sees each image with its aspect ratio kept inside the
             square (:mod:`~anomalib_ncd.data.letterbox`) instead of squashed; its maps are cropped
             back to the image. Checkpoints from elsewhere are run as they were trained (squashed).
+        skip_missing_maps: with ``maps``, leave out (with a warning and their count) the images
+            that have no saved map; by default one missing map is an error naming the image.
         coreset_sampling_ratio: Patchcore's memory-bank subsampling.
         max_train_images: train the Patchcore on at most this many normal images (a deterministic
             sample; ``None``: all). Fewer images train faster on a few CPU cores.
@@ -54,6 +57,7 @@ class DetectorSettings:
     checkpoint: str | None = None
     model: str | None = None
     maps: str | None = None
+    skip_missing_maps: bool = False
     backbone: str = DEFAULT_BACKBONE
     image_size: int | Literal["auto"] = "auto"
     letterbox: bool = True
@@ -87,6 +91,24 @@ class DetectorSettings:
 
             check_anomalib_checkpoint(self.checkpoint, self.model, trust_checkpoint=self.trust_checkpoint)
 
+    def check_data(self, table: pd.DataFrame, dataset: str) -> None:
+        """Check that a Patchcore can be trained here when no checkpoint or maps are given.
+
+        Args:
+            table: the sample table of the run.
+            dataset: its name, for the message.
+
+        Raises:
+            ValueError: when the detector is to be trained and the table has no normal training image.
+        """
+        if self.checkpoint is None and self.maps is None and not (table["split"] == "train").any():
+            msg = (
+                f"dataset {dataset} has no normal training images to train a detector on; give "
+                "--detector.checkpoint or --detector.maps, or, for a typed folder root/<type>/*, "
+                "--normal_train_share 0.5 (a seeded share of its normal folder trains the detector)"
+            )
+            raise ValueError(msg)
+
 
 def anomaly_maps(
     settings: DetectorSettings,
@@ -98,6 +120,7 @@ def anomaly_maps(
     accelerator: str = "auto",
     devices: int | str = 1,
     seed: int = 0,
+    skip_option: str = "--detector.skip_missing_maps true",
 ) -> tuple[AnomalyMapSet, str | None, str | None, dict[str, Any] | None]:
     """The raw anomaly maps of the table's test images.
 
@@ -106,10 +129,12 @@ def anomaly_maps(
         table: the sample table (test rows are mapped; normal train rows train a detector).
         dataset: dataset name (anomalib's results path of a detector trained here).
         category: category name.
-        workdir: the run folder; a detector trained here goes to ``<workdir>/detector``.
+        workdir: the run folder; a detector trained here, anomalib's engine outputs and the masks
+            converted for anomalib go to ``<workdir>/detector``.
         accelerator: Lightning accelerator.
         devices: Lightning devices.
         seed: seed of the training-image sample.
+        skip_option: the option that sets ``settings.skip_missing_maps``, for the missing-map error.
 
     Returns:
         The maps (with the table's ground truth), the detector checkpoint, the detector's model
@@ -121,13 +146,15 @@ def anomaly_maps(
         ValueError: when both a checkpoint and maps are given, or a detector is to be trained on a
             dataset without normal training images.
     """
-    from anomalib_ncd.maps.folder import load_map_folder
+    from anomalib_ncd.maps.folder import check_map_coverage, load_map_folder
     from anomalib_ncd.maps.from_anomalib import load_anomalib_model, model_class_name
 
     test = table[table["split"] == "test"]
     settings.check()
     if settings.maps is not None:
-        return load_map_folder(settings.maps, samples=test), None, None, None
+        map_set = load_map_folder(settings.maps, samples=test)
+        check_map_coverage(map_set, test, skip_missing=settings.skip_missing_maps, skip_option=skip_option)
+        return map_set, None, None, None
     letterbox = False
     if settings.checkpoint is not None:
         model = load_anomalib_model(settings.checkpoint, settings.model, trust_checkpoint=settings.trust_checkpoint)
@@ -139,7 +166,9 @@ def anomaly_maps(
             settings, table, dataset, category, workdir, accelerator, devices, seed
         )
         letterbox = settings.letterbox
-    maps = detector_maps_of(model, test, dataset, category, image_size, letterbox, accelerator, devices)
+    model.visualizer = None  # a checkpoint brings anomalib's visualiser back: only the maps are wanted
+    detector_dir = workdir / DETECTOR_FOLDER
+    maps = detector_maps_of(model, test, dataset, category, image_size, letterbox, accelerator, devices, detector_dir)
     return maps, checkpoint, model_class_name(model), {"image_size": image_size, "letterbox": letterbox}
 
 
@@ -152,6 +181,7 @@ def detector_maps_of(
     letterbox: bool,
     accelerator: str = "auto",
     devices: int | str = 1,
+    root_dir: Path | None = None,
 ) -> AnomalyMapSet:
     """Run a detector on the images of a sample table and collect its raw maps, letterboxed or not.
 
@@ -165,6 +195,8 @@ def detector_maps_of(
             image's content, so they have the image's aspect ratio.
         accelerator: Lightning accelerator.
         devices: Lightning devices.
+        root_dir: anomalib's engine root and the converted masks' folder (keep them inside the
+            run); ``None``: anomalib's defaults.
 
     Returns:
         The maps, with the table's ground truth.
@@ -173,11 +205,46 @@ def detector_maps_of(
     from anomalib_ncd.data.letterbox import unletterbox_map
     from anomalib_ncd.maps.from_anomalib import predict_maps
 
-    datamodule = to_anomalib_datamodule(samples, dataset, category=category, image_size=image_size, letterbox=letterbox)
-    maps = predict_maps(model, datamodule, samples=samples, accelerator=accelerator, devices=devices)
+    datamodule = to_anomalib_datamodule(
+        detector_table(samples),
+        dataset,
+        category=category,
+        image_size=image_size,
+        letterbox=letterbox,
+        mask_cache_dir=None if root_dir is None else root_dir / "masks",
+    )
+    # anomalib's engine (and a checkpoint's visualiser) write under its root: keep it in the run
+    engine_root = {} if root_dir is None else {"default_root_dir": str(root_dir)}
+    maps = predict_maps(model, datamodule, samples=samples, accelerator=accelerator, devices=devices, **engine_root)
     if letterbox:
         maps.maps = [unletterbox_map(m, shape) for m, shape in zip(maps.maps, maps.image_shapes, strict=True)]
     return maps
+
+
+def detector_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The table the detector's datamodule gets: masks dropped when only some defect images have one.
+
+    anomalib needs a mask for every defect image or for none (its pixel metrics); discovery needs
+    none, so a partly annotated set trains and runs the detector without masks (image metrics only).
+
+    Args:
+        table: the run's sample table.
+
+    Returns:
+        The table, without ``mask_path`` and ``boxes`` when the defects are partly annotated.
+    """
+    from anomalib_ncd.data.masks import is_annotated
+
+    defects = table[~table["is_normal"].astype(bool)]
+    annotated = sum(is_annotated(row) for _, row in defects.iterrows())
+    if 0 < annotated < len(defects):
+        logger.info(
+            "%d of %d defect images have no mask: the detector runs without masks (no pixel metrics)",
+            len(defects) - annotated,
+            len(defects),
+        )
+        return table.assign(mask_path=None, boxes=None)
+    return table
 
 
 def input_size(model: Any) -> tuple[int, int] | None:
@@ -234,12 +301,7 @@ def train_patchcore(
     from anomalib_ncd.data.mtd import cap_detector_training
     from anomalib_ncd.detector import make_patchcore, train_detector
 
-    if not (table["split"] == "train").any():
-        msg = (
-            f"dataset {dataset} has no normal training images to train a detector on; "
-            "give --detector.checkpoint or --detector.maps"
-        )
-        raise ValueError(msg)
+    settings.check_data(table, dataset)
     if settings.max_train_images is not None:
         table = cap_detector_training(table, settings.max_train_images, seed)
     train = table[table["split"] == "train"]
@@ -247,18 +309,25 @@ def train_patchcore(
         size = choose_input_size([read_image_size(path) for path in train["image_path"]])
     else:
         size = int(settings.image_size)
+    detector_dir = workdir / DETECTOR_FOLDER
     datamodule = to_anomalib_datamodule(
-        table, dataset, category=category, image_size=size, letterbox=settings.letterbox
+        detector_table(table),
+        dataset,
+        category=category,
+        image_size=size,
+        letterbox=settings.letterbox,
+        mask_cache_dir=detector_dir / "masks",
     )
     model = make_patchcore(
         settings.backbone,
         coreset_sampling_ratio=settings.coreset_sampling_ratio,
         # the datamodule already gives size x size inputs: the pre-processor must not resize again
         pre_processor=Patchcore.configure_pre_processor(image_size=(size, size)),
+        visualizer=False,  # its images would go to ./results, outside the run
     )
     how = "letterboxed" if settings.letterbox else "squashed"
     logger.info("Training Patchcore (%s) on %d normal images, %d px %s", settings.backbone, len(train), size, how)
     engine = train_detector(
-        model, datamodule, root_dir=workdir / "detector", max_epochs=1, accelerator=accelerator, devices=devices
+        model, datamodule, root_dir=detector_dir, max_epochs=1, accelerator=accelerator, devices=devices
     )
     return model, str(Path(engine.trainer.checkpoint_callback.best_model_path).resolve()), size

@@ -11,6 +11,13 @@ A run folder ``<output>/NCD/<dataset>/<category>/vN`` holds:
 
 ``latest`` moves to the run only when it completes. ``--resume <run folder>`` continues an
 interrupted run from its last stage and its last checkpoint.
+
+A run that fails (an error, not an interruption) before its discovery model saved a checkpoint
+is removed, so it leaves no half-made ``vN`` and the next run takes its number; one that fails
+later keeps its folder, marked ``"failed"`` in ``run.json``, to be continued with ``--resume``.
+Everything a run writes lies under ``--output`` (the detector trained here, its checkpoint and its
+converted masks go to ``<run>/detector``, without anomalib's visualisations); only the converted
+offline ImageNet weights go to their cache (``$ANOMALIB_NCD_CACHE``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from jsonargparse import lazy_instance
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml, load_arguments
 from anomalib_ncd.commands.datasets import SYNTHETIC, SyntheticSettings, load_dataset, table_from_datamodule
 from anomalib_ncd.commands.detector_maps import MAPS_FOLDER, DetectorSettings, anomaly_maps
+from anomalib_ncd.data.image_io import check_image_sizes
 from anomalib_ncd.discovery.class_count import ClassCountSettings
 from anomalib_ncd.discovery.guidance import GuidanceSettings
 from anomalib_ncd.discovery.lightning_model import TrainingSettings
@@ -38,7 +46,15 @@ from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.priors.settings import ObjectPriorSettings
 from anomalib_ncd.regions.crops import CropSettings
 from anomalib_ncd.regions.mebin import MEBin
-from anomalib_ncd.results import mark_latest, new_run_dir, read_run_state, resolve_run, write_run_state
+from anomalib_ncd.results import (
+    check_output_root,
+    mark_latest,
+    new_run_dir,
+    read_run_state,
+    remove_run_dir,
+    resolve_run,
+    write_run_state,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,6 +73,7 @@ DEMO_NOVEL_CLASSES = 5  # the built-in synthetic set (either mode): 4 defect typ
 def discover(
     data: str = SYNTHETIC,
     category: str | None = None,
+    normal_train_share: float | None = None,
     datamodule: AnomalibDataModule | None = None,
     synthetic: SyntheticSettings = SyntheticSettings(),  # noqa: B008 (frozen settings)
     detector: DetectorSettings = DetectorSettings(),  # noqa: B008 (frozen settings)
@@ -92,6 +109,10 @@ def discover(
     Args:
         data: ``synthetic`` or a dataset folder (MTD, NEU-DET, MVTec AD category, ``root/<type>/*``).
         category: MVTec AD category under ``data``.
+        normal_train_share: for a typed folder ``root/<type>/*``, which has no training split: the
+            share (between 0 and 1) of each normal folder (``good``, ``ok``, ``normal``, ``free``)
+            that trains the Patchcore, chosen by file name and ``seed`` (the same files on every
+            machine, see :mod:`anomalib_ncd.data.splits`); the rest is discovered with the defects.
         datamodule: an anomalib datamodule instead of ``data`` (``class_path`` / ``init_args``, e.g.
             ``anomalib.data.MVTecAD``); an image's defect type is its folder's name.
         synthetic: the built-in synthetic set's preset: ``--synthetic.mode highres_small`` for
@@ -141,8 +162,13 @@ def discover(
     from lightning.pytorch import seed_everything
 
     seed_everything(seed, workers=True, verbose=False)
+    check_output_root(output)
     detector.check()
-    table, dataset, category_name = _dataset(data, category, datamodule, Path(output), seed, synthetic)
+    table, dataset, category_name = _dataset(
+        data, category, datamodule, Path(output), seed, normal_train_share, synthetic
+    )
+    detector.check_data(table, dataset)
+    check_image_sizes(table["image_path"])
     if n_novel_classes is None:
         if data != SYNTHETIC or datamodule is not None:
             msg = "give --n_novel_classes: the number of classes to discover, normal included"
@@ -154,11 +180,28 @@ def discover(
         raise ValueError(msg)
     known_set = _known_set(known, known_category, crops, Path(output), seed)
     model = _model(arguments, known_set[2], category_name)
+    config = config_yaml(arguments)  # an argument YAML cannot store fails before a run folder exists
     run = new_run_dir(output, dataset, category_name)
-    atomic_write_text(run / CONFIG_FILE, config_yaml(arguments))
+    atomic_write_text(run / CONFIG_FILE, config)
     write_run_state(run, command="discover", stage="started", complete=False, dataset=dataset, category=category_name)
     logger.info("Run folder: %s", run)
-    return _run(run, table, known_set, model, **arguments)
+    try:
+        return _run(run, table, known_set, model, **arguments)
+    except Exception as error:
+        _clean_up_failed_run(run, error)
+        raise
+
+
+def _clean_up_failed_run(run: Path, error: Exception) -> None:
+    """Remove a failed run that saved no discovery checkpoint; mark one that did as failed (resumable)."""
+    if not (run / CHECKPOINT).is_file():
+        remove_run_dir(run)
+        return
+    try:
+        write_run_state(run, failed=" ".join(str(error).split()) or type(error).__name__)
+    except OSError:  # e.g. the full disk that made the run fail
+        return
+    logger.warning("Run %s failed; its checkpoint is kept: fix the cause, then --resume %s", run, run)
 
 
 def _resume(resume: str) -> Path:
@@ -170,6 +213,8 @@ def _resume(resume: str) -> Path:
     if state.get("command") != "discover":
         msg = f"{run} is not a discover run"
         raise ValueError(msg)
+    if "failed" in state:
+        write_run_state(run, failed=None)  # tried again: the earlier failure no longer describes it
     arguments = load_arguments(discover, run / CONFIG_FILE)
     arguments.pop("resume", None)
     from lightning.pytorch import seed_everything
@@ -181,7 +226,8 @@ def _resume(resume: str) -> Path:
         arguments["datamodule"],
         Path(arguments["output"]),
         arguments["seed"],
-        arguments["synthetic"],
+        arguments.get("normal_train_share"),  # absent from the configs of older runs
+        arguments.get("synthetic"),  # absent from the configs of older runs
     )
     output, seed = Path(arguments["output"]), arguments["seed"]
     known_set = _known_set(arguments["known"], arguments["known_category"], arguments["crops"], output, seed)
@@ -196,11 +242,15 @@ def _dataset(
     datamodule: AnomalibDataModule | None,
     output: Path,
     seed: int,
-    synthetic: SyntheticSettings,
+    normal_train_share: float | None = None,
+    synthetic: SyntheticSettings | None = None,
 ) -> tuple[pd.DataFrame, str, str]:
     if datamodule is not None:
+        if normal_train_share is not None:
+            msg = "normal_train_share applies to --data typed folders; a datamodule has its own training split"
+            raise ValueError(msg)
         return table_from_datamodule(datamodule)
-    return load_dataset(data, category, output / "data", seed, synthetic)
+    return load_dataset(data, category, output / "data", seed, normal_train_share, synthetic)
 
 
 def _known_set(
@@ -251,7 +301,7 @@ def _run(
     **arguments: Any,
 ) -> Path:
     from anomalib_ncd.maps.export import save_map_set
-    from anomalib_ncd.maps.folder import load_map_folder
+    from anomalib_ncd.maps.folder import check_map_coverage, load_map_folder
     from anomalib_ncd.pipeline.estimator import DefectDiscovery
 
     timings: dict[str, float] = {}
@@ -260,6 +310,7 @@ def _run(
     test = table[table["split"] == "test"]
     if (run / MAPS_FOLDER / "index.csv").is_file():
         map_set = load_map_folder(run / MAPS_FOLDER, samples=test)
+        check_map_coverage(map_set, test, skip_missing=arguments["detector"].skip_missing_maps)
     else:
         map_set, detector_checkpoint, detector_model, detector_input = anomaly_maps(
             arguments["detector"],

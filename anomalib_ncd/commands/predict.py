@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml
+from anomalib_ncd.data.image_io import check_image_sizes
 from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.maps.folder import IMAGE_SUFFIXES
 from anomalib_ncd.results import next_version_dir, read_run_state, resolve_run
@@ -86,6 +88,7 @@ def predict(
         msg = f"{run_dir} is not a completed discover run"
         raise ValueError(msg)
     image_files = list_images(images)
+    check_image_sizes(image_files)
     model = load_run_model(run_dir)  # before the detector runs: a bad run checkpoint fails fast
     map_set = maps_of_images(image_files, maps, state, detector, accelerator, devices)
     from anomalib_ncd.pipeline.estimator import DefectDiscovery
@@ -216,7 +219,12 @@ def maps_of_images(
         image_size = recorded.get("image_size") or input_size(loaded) or 256
         size = tuple(image_size) if isinstance(image_size, list) else image_size
         letterbox = bool(recorded.get("letterbox", False))
-        map_set = detector_maps_of(loaded, samples, "predict", "", size, letterbox, accelerator, devices)
+        # anomalib's engine root, and the visualiser a checkpoint brings back, stay out of the working folder
+        loaded.visualizer = None
+        with tempfile.TemporaryDirectory(prefix="anomalib_ncd_predict_") as engine_root:
+            map_set = detector_maps_of(
+                loaded, samples, "predict", "", size, letterbox, accelerator, devices, Path(engine_root)
+            )
     map_set.defect_types = None  # the placeholder type is not ground truth
     map_set.is_normal = None
     return map_set

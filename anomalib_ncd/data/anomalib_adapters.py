@@ -16,6 +16,11 @@ anomalib's business (its labels are booleans): join on ``image_path`` with
 
 For anomalib's own CLI (``--data <class path>``), :mod:`anomalib_ncd.data.datamodules` wraps the
 same choices in datamodule classes (``MTD``, ``SyntheticDefects``).
+
+Images: anomalib's own reader (PIL's ``convert("RGB")``) clips a 16-bit image to white. The
+datasets here (:class:`SampleDataset`) read through :func:`anomalib_ncd.data.image_io.read_image`
+instead, which scales high bit depths by their dtype's range, so the detector sees the pixels the
+region crops see.
 """
 
 from __future__ import annotations
@@ -23,10 +28,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import torch
+from anomalib import TaskType
 from anomalib.data import MVTecAD, Tabular
-from anomalib.data.utils import TestSplitMode, ValSplitMode
-from torchvision.transforms.v2 import Resize
+from anomalib.data.dataclasses import ImageItem
+from anomalib.data.datasets.image.mvtecad import MVTecADDataset
+from anomalib.data.datasets.image.tabular import TabularDataset
+from anomalib.data.utils import LabelName, Split, TestSplitMode, ValSplitMode, read_mask
+from torchvision.transforms.v2 import Resize, Transform
+from torchvision.tv_tensors import Image, Mask
 
+from anomalib_ncd.data.image_io import read_image
 from anomalib_ncd.data.letterbox import Letterbox
 from anomalib_ncd.data.mask_cache import anomalib_mask_path
 from anomalib_ncd.data.samples import validate_sample_table
@@ -35,6 +47,88 @@ ImageSize = int | tuple[int, int]
 
 # The validation set is the test set, so no test image is moved away to validate.
 VAL_SPLIT_MODE = ValSplitMode.SAME_AS_TEST
+
+
+class OurImageReader:
+    """Mixin for an anomalib image dataset: read its images with :func:`anomalib_ncd.data.image_io.read_image`.
+
+    Put it before an ``AnomalibDataset`` subclass. Items are those of anomalib's image datasets
+    (``ImageItem``: the image as float ``(3, H, W)`` in ``[0, 1]``, the mask, the label and the
+    paths); only the image reader differs, so 16-bit files are scaled by their dtype's range
+    instead of clipped to white, and a file that cannot be decoded is named.
+    """
+
+    samples: pd.DataFrame
+    task: TaskType
+    augmentations: Transform | None
+
+    def __getitem__(self, index: int) -> ImageItem:
+        """Return the item at ``index``.
+
+        Args:
+            index: position in the samples table.
+
+        Returns:
+            The image, its ground truth (mask for segmentation tasks) and paths, augmented.
+        """
+        row = self.samples.iloc[index]
+        pixels = torch.from_numpy(read_image(row.image_path)).permute(2, 0, 1).contiguous()
+        image = Image(pixels.to(torch.float32) / 255.0)
+        gt_mask = None
+        if self.task == TaskType.SEGMENTATION:
+            if row.label_index == LabelName.NORMAL:
+                gt_mask = Mask(torch.zeros(image.shape[-2:], dtype=torch.uint8))
+            elif row.label_index == LabelName.ABNORMAL:
+                gt_mask = read_mask(row.mask_path, as_tensor=True)
+        if self.augmentations:
+            if self.task == TaskType.SEGMENTATION:
+                placeholder = Mask(torch.zeros(image.shape[-2:], dtype=torch.uint8))
+                image, augmented = self.augmentations(image, gt_mask if gt_mask is not None else placeholder)
+                gt_mask = augmented if gt_mask is not None else None
+            else:
+                image = self.augmentations(image)
+        gt_label = None if row.label_index == LabelName.UNKNOWN else torch.tensor(row.label_index)
+        return ImageItem(
+            image=image, gt_mask=gt_mask, gt_label=gt_label, image_path=row.image_path, mask_path=row.mask_path
+        )
+
+
+class SampleDataset(OurImageReader, TabularDataset):
+    """anomalib's ``TabularDataset`` reading its images with our reader (see :class:`OurImageReader`)."""
+
+
+class SampleMVTecADDataset(OurImageReader, MVTecADDataset):
+    """anomalib's ``MVTecADDataset`` reading its images with our reader (see :class:`OurImageReader`)."""
+
+    @property
+    def name(self) -> str:
+        """The dataset name anomalib reports, ``MVTecAD``."""
+        return "MVTecAD"
+
+
+class SampleMVTecAD(MVTecAD):
+    """anomalib's ``MVTecAD`` datamodule whose datasets read images with our reader.
+
+    Its name stays ``MVTecAD``, so anomalib's results path is that of ``MVTecAD``.
+    """
+
+    @property
+    def name(self) -> str:
+        """The datamodule name of anomalib's results path, ``MVTecAD``."""
+        return "MVTecAD"
+
+    def _setup(self, _stage: str | None = None) -> None:
+        self.train_data = SampleMVTecADDataset(split=Split.TRAIN, root=self.root, category=self.category)
+        self.test_data = SampleMVTecADDataset(split=Split.TEST, root=self.root, category=self.category)
+
+
+class SampleTabular(Tabular):
+    """anomalib's ``Tabular`` datamodule whose datasets are :class:`SampleDataset` (our image reader)."""
+
+    def _setup(self, _stage: str | None = None) -> None:
+        samples, root = self._unprocessed_samples, self.root
+        self.train_data = SampleDataset(name=self.name, samples=samples, split=Split.TRAIN, root=root)
+        self.test_data = SampleDataset(name=self.name, samples=samples, split=Split.TEST, root=root)
 
 
 def to_anomalib_samples(table: pd.DataFrame, *, mask_cache_dir: str | Path | None = None) -> pd.DataFrame:
@@ -89,8 +183,8 @@ def to_anomalib_datamodule(
     mask_cache_dir: str | Path | None = None,
     seed: int | None = None,
     letterbox: bool = False,
-) -> Tabular:
-    """Build anomalib's ``Tabular`` datamodule for a sample table.
+) -> SampleTabular:
+    """Build anomalib's ``Tabular`` datamodule for a sample table (images read by our reader).
 
     Args:
         table: a sample table; normal "train" rows train, all "test" rows test and validate.
@@ -115,7 +209,7 @@ def to_anomalib_datamodule(
         ValueError: see :func:`to_anomalib_samples`.
     """
     samples = to_anomalib_samples(table, mask_cache_dir=mask_cache_dir)
-    datamodule = Tabular(
+    datamodule = SampleTabular(
         name=name,
         samples=samples,
         root=None,
@@ -142,6 +236,8 @@ def mvtec_datamodule(
 ) -> MVTecAD:
     """Build anomalib's ``MVTecAD`` datamodule for a folder in the MVTec AD layout (e.g. synthetic).
 
+    Its images are read with our reader (:class:`SampleMVTecAD`).
+
     Unlike :func:`load_mvtec_ad <anomalib_ncd.data.mvtec.load_mvtec_ad>`, anomalib keeps the
     ``combined`` folder if there is one; use :func:`to_anomalib_datamodule` on the loaded table to
     drop it.
@@ -155,9 +251,9 @@ def mvtec_datamodule(
         num_workers: data-loader worker processes.
 
     Returns:
-        The datamodule.
+        The datamodule (an ``MVTecAD``).
     """
-    return MVTecAD(
+    return SampleMVTecAD(
         root=root,
         category=category,
         train_batch_size=train_batch_size,

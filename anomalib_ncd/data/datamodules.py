@@ -18,8 +18,9 @@ and links ``latest`` to the newest ``vN`` there, so the checkpoint is
 * ``results/<Model>/SyntheticDefects/<category>/latest/weights/lightning/model.ckpt`` for
   :class:`SyntheticDefects` (like ``MVTecAD``'s ``results/<Model>/MVTecAD/<category>/...``).
 
-Both build anomalib's ``TabularDataset`` from our sample table with the options of
-:func:`anomalib_ncd.data.anomalib_adapters.to_anomalib_datamodule`: the "train" rows (normal only)
+Both build anomalib's ``TabularDataset`` (as :class:`~anomalib_ncd.data.anomalib_adapters.SampleDataset`,
+which reads images with our reader: 16-bit files scaled, not clipped) from our sample table with the
+options of :func:`anomalib_ncd.data.anomalib_adapters.to_anomalib_datamodule`: the "train" rows (normal only)
 train the detector, every "test" row is tested, validation is the test set. The table is read (or
 the synthetic data written) on ``prepare_data``/``setup``, not when the datamodule is built.
 
@@ -39,12 +40,12 @@ from pathlib import Path
 
 import pandas as pd
 from anomalib.data import AnomalibDataModule
-from anomalib.data.datasets.image.tabular import TabularDataset
 from anomalib.data.utils import Split, TestSplitMode
 
 from anomalib_ncd.backbones.offline_weights import register_offline_backbones
 from anomalib_ncd.data.anomalib_adapters import (
     VAL_SPLIT_MODE,
+    SampleDataset,
     choose_test_split_mode,
     resize_augmentation,
     to_anomalib_samples,
@@ -144,8 +145,8 @@ class SampleTableDataModule(AnomalibDataModule):
     def _setup(self, _stage: str | None = None) -> None:
         samples = to_anomalib_samples(self.sample_table(), mask_cache_dir=self.mask_cache_dir)
         self.test_split_mode = choose_test_split_mode(samples)
-        self.train_data = TabularDataset(name=self.name, samples=samples, split=Split.TRAIN)
-        self.test_data = TabularDataset(name=self.name, samples=samples, split=Split.TEST)
+        self.train_data = SampleDataset(name=self.name, samples=samples, split=Split.TRAIN)
+        self.test_data = SampleDataset(name=self.name, samples=samples, split=Split.TEST)
 
 
 class MTD(SampleTableDataModule):

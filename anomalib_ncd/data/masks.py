@@ -1,4 +1,9 @@
-"""The ground-truth region of one sample-table row, as a boolean mask at the image's size."""
+"""The ground-truth region of one sample-table row, as a boolean mask at the image's size.
+
+Masks are optional: discovery needs none. Only what measures against the true defect regions
+(the ground-truth-region mode, :func:`anomalib_ncd.regions.extract.ground_truth_regions`, and the
+known classes' labeled set) needs them, and checks with :func:`require_annotations`.
+"""
 
 from __future__ import annotations
 
@@ -78,3 +83,36 @@ def read_row_mask(row: Mapping[str, Any] | pd.Series, shape: tuple[int, int] | N
     if has_value(boxes):
         return boxes_to_mask(boxes, shape)
     return np.zeros(shape, dtype=bool)
+
+
+def is_annotated(row: Mapping[str, Any] | pd.Series) -> bool:
+    """Tell whether a sample-table row has a ground-truth region: a mask file or boxes.
+
+    Args:
+        row: a row of a sample table.
+
+    Returns:
+        True when ``mask_path`` or ``boxes`` is set.
+    """
+    return has_value(row.get("mask_path")) or has_value(row.get("boxes"))
+
+
+def require_annotations(samples: pd.DataFrame, purpose: str) -> None:
+    """Check that every defect image of a sample table has a mask or boxes.
+
+    Args:
+        samples: a sample table.
+        purpose: what needs the masks, for the message (e.g. ``"ground-truth regions"``).
+
+    Raises:
+        ValueError: naming the first defect image without a mask or boxes, and how many there are.
+    """
+    missing = [
+        str(row["image_path"]) for _, row in samples.iterrows() if not bool(row["is_normal"]) and not is_annotated(row)
+    ]
+    if missing:
+        msg = (
+            f"{purpose} need a mask or boxes for every defect image; {len(missing)} have none "
+            f"(e.g. {missing[0]}): add the masks (MVTec AD: ground_truth/<type>/<stem>_mask.png)"
+        )
+        raise ValueError(msg)

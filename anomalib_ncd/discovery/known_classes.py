@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from anomalib_ncd.data.masks import is_annotated
 from anomalib_ncd.regions.crops import CropSettings, Region
 from anomalib_ncd.regions.extract import ground_truth_regions
 
@@ -33,8 +34,8 @@ def known_class_regions(
     if defects.empty:
         msg = "the labeled set has no defect image: known classes need annotated defects"
         raise ValueError(msg)
-    region_set = ground_truth_regions(defects, crop_settings)
-    regions = [region for region in region_set if not region.whole_image]
+    defects = defects[[is_annotated(row) for _, row in defects.iterrows()]].reset_index(drop=True)
+    regions = [] if defects.empty else [r for r in ground_truth_regions(defects, crop_settings) if not r.whole_image]
     if not regions:
         msg = "no image of the labeled set has a mask or boxes: known classes need annotated defects"
         raise ValueError(msg)

@@ -16,6 +16,7 @@ Formats: float ``.npy``; ``.tif``/``.tiff`` (any dtype); 8-bit or 16-bit ``.png`
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,6 +27,8 @@ import tifffile
 from anomalib_ncd.data.image_io import read_image
 from anomalib_ncd.maps.export import INDEX_FILE
 from anomalib_ncd.maps.map_set import AnomalyMapSet, MapError, check_map
+
+logger = logging.getLogger("anomalib_ncd")
 
 MAP_SUFFIXES = (".npy", ".tif", ".tiff", ".png")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -160,6 +163,43 @@ def load_map_folder(
     maps = [read_map_file(path) for path in map_files]
     map_set = AnomalyMapSet(maps=maps, image_paths=[str(image) for image in images])
     return map_set.with_samples(samples) if samples is not None else map_set
+
+
+def check_map_coverage(
+    map_set: AnomalyMapSet,
+    samples: pd.DataFrame,
+    *,
+    skip_missing: bool = False,
+    skip_option: str = "--detector.skip_missing_maps true",
+) -> int:
+    """Check that every image of a sample table has a map in the set (saved maps lose none silently).
+
+    Args:
+        map_set: the maps (e.g. from :func:`load_map_folder`).
+        samples: the images that must have one (e.g. the test rows of the run's table).
+        skip_missing: warn with the count of images without a map instead of raising; those images
+            are left out of the run.
+        skip_option: the command-line option that sets ``skip_missing``, for the message.
+
+    Returns:
+        The number of images without a map (0 unless ``skip_missing``).
+
+    Raises:
+        MapError: naming the first image without a map and the count, unless ``skip_missing``.
+    """
+    mapped = {str(Path(path).resolve()) for path in map_set.image_paths}
+    missing = [str(path) for path in samples["image_path"] if str(Path(path).resolve()) not in mapped]
+    if missing and not skip_missing:
+        msg = (
+            f"{len(missing)} of {len(samples)} images have no anomaly map (e.g. {missing[0]}); "
+            f"add their maps, or pass {skip_option} to leave them out"
+        )
+        raise MapError(msg)
+    if missing:
+        logger.warning(
+            "%d of %d images have no anomaly map and are left out (e.g. %s)", len(missing), len(samples), missing[0]
+        )
+    return len(missing)
 
 
 def _common_parent(paths: list[Path]) -> Path:

@@ -61,6 +61,49 @@ def check_map(anomaly_map: np.ndarray, name: str) -> np.ndarray:
     return array
 
 
+ASPECT_TOLERANCE_PX = 1.0
+"""How far (in map pixels, on each side) a map may be off its image's aspect ratio: a resize's rounding."""
+
+
+def check_aspect(map_shape: tuple[int, int], image_shape: tuple[int, int], name: str) -> None:
+    """Check that a map can be a resize of its image: square, or of the image's aspect ratio.
+
+    A detector squashes each image to its (square) input size, so square maps are accepted for any
+    image. Any other map must have the image's aspect ratio up to the rounding of a resize: there
+    must be one scale ``s`` with ``|h - s * H| <= 1`` and ``|w - s * W| <= 1`` (map ``h x w``,
+    image ``H x W``; :data:`ASPECT_TOLERANCE_PX`).
+
+    Args:
+        map_shape: ``(h, w)`` of the map.
+        image_shape: ``(H, W)`` of the image.
+        name: what to call the map in error messages (its image or file).
+
+    Raises:
+        MapError: when the map is neither square nor of the image's aspect ratio.
+
+    Example:
+        >>> check_aspect((64, 88), (128, 176), "a.png")  # half size
+        >>> check_aspect((256, 256), (128, 176), "a.png")  # a detector's square input
+        >>> check_aspect((20, 300), (128, 176), "a.png")
+        Traceback (most recent call last):
+        ...
+        anomalib_ncd.maps.map_set.MapError: anomaly map of a.png is 20 x 300 but its image is 128 x 176: ...
+    """
+    (height, width), (image_height, image_width) = map_shape, image_shape
+    if height == width or min(image_height, image_width) <= 0:
+        return
+    tolerance = ASPECT_TOLERANCE_PX
+    low = max((height - tolerance) / image_height, (width - tolerance) / image_width)
+    high = min((height + tolerance) / image_height, (width + tolerance) / image_width)
+    if low > high + 1e-9:  # the two windows of scales are disjoint (1e-9: float rounding at a shared end)
+        msg = (
+            f"anomaly map of {name} is {height} x {width} but its image is {image_height} x {image_width}: "
+            "a map must be square (the detector's input) or have its image's aspect ratio "
+            f"(within {tolerance:g} px); is it the map of another image?"
+        )
+        raise MapError(msg)
+
+
 def working_shape(image_shape: tuple[int, int], long_side: int) -> tuple[int, int]:
     """Shape with the image's aspect ratio whose long side is ``long_side`` (never upsampled).
 
@@ -145,6 +188,8 @@ class AnomalyMapSet:
             if values is not None and len(values) != len(self.maps):
                 msg = f"{name} has {len(values)} entries for {len(self.maps)} maps"
                 raise MapError(msg)
+        for anomaly_map, shape, path in zip(self.maps, self.image_shapes, self.image_paths, strict=True):
+            check_aspect(anomaly_map.shape, shape, path)
 
     @classmethod
     def from_arrays(

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from anomalib_ncd.data.image_io import read_image, read_image_size
-from anomalib_ncd.data.masks import read_row_mask
+from anomalib_ncd.data.masks import read_row_mask, require_annotations
 from anomalib_ncd.io import atomic_write_path, atomic_write_text
 from anomalib_ncd.maps.map_set import AnomalyMapSet
 from anomalib_ncd.progress import progress_bar
@@ -485,7 +485,11 @@ def ground_truth_regions(
     Returns:
         The regions; ``map_set`` holds the ground-truth masks as 0/1 maps and ``binarization``
         is empty (no MEBin ran).
+
+    Raises:
+        ValueError: when a defect image has neither a mask nor boxes.
     """
+    require_annotations(samples, "ground-truth regions")
     crop_settings = crop_settings or CropSettings()
     rows = [row for _, row in samples.iterrows()]
     shapes = [read_image_size(row["image_path"]) for row in rows]

@@ -206,6 +206,7 @@ def test_discover_on_the_anomalib_checkpoint(anomalib_cli_run: AnomalibCliRun, d
     assert len(assignments) == 4 + 4 * 4  # test/good + 4 types
     assert assignments["anomaly_score"].notna().all()  # the detector's own scores
     assert (run / "report" / "index.html").is_file()
+    assert not [path for path in (run / "detector").rglob("*.png") if "images" in path.parts]  # no visualiser
 
 
 def test_predict_runs_the_recorded_detector(anomalib_cli_run: AnomalibCliRun, discovered: dict) -> None:
