@@ -30,11 +30,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from ncd_mtd import DETECTOR_ROOT, REGION_STAGES, STAGE_DETECTOR, detector_maps
+from ncd_mtd import DETECTOR_ROOT, STAGE_DETECTOR, detector_maps, stage_regions
 
 from anomalib_ncd.data import load_mtd
 from anomalib_ncd.data.masks import read_row_mask
-from anomalib_ncd.regions.extract import RegionSet, extract_regions
+from anomalib_ncd.regions.extract import RegionSet
 
 DEFAULT_MTD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mtd"
 
@@ -109,15 +109,8 @@ def main() -> None:
                 f"pixel AUROC {times['pixel_auroc']:.3f}; {fit}maps {times['detector_maps_s']:.0f} s"
             )
         maps, truths, labels = detectors[kind]
-        options = REGION_STAGES[stage]
         region_start = time.perf_counter()
-        regions = extract_regions(
-            maps,
-            crop_settings=options["crops"],
-            working_long_side=options["working_long_side"],
-            nothing_found=options["nothing_found"],
-            load_crops=False,
-        )
+        regions = stage_regions(maps, stage, load_crops=False)
         seconds = time.perf_counter() - region_start
         stats = coverage(regions, truths, labels)
         print(

@@ -92,6 +92,18 @@ def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def stage_regions(maps: Any, stage: str, load_crops: bool = True) -> RegionSet:
+    """The regions one region stage (:data:`REGION_STAGES`) cuts from a detector's maps."""
+    options = REGION_STAGES[stage]
+    return extract_regions(
+        maps,
+        crop_settings=options["crops"],
+        working_long_side=options["working_long_side"],
+        nothing_found=options["nothing_found"],
+        load_crops=load_crops,
+    )
+
+
 def detector_maps(args: argparse.Namespace, table: Any, test: Any, kind: str) -> tuple[Any, dict[str, float]]:
     """The maps of one detector input kind (``squash`` or ``letterbox``), its checkpoint reused when present."""
     settings = DetectorSettings(
@@ -353,12 +365,7 @@ def main() -> None:
                 maps, times = detectors[kind]
                 options = REGION_STAGES[stage]
                 start_regions = time.perf_counter()
-                regions = extract_regions(
-                    maps,
-                    crop_settings=options["crops"],
-                    working_long_side=options["working_long_side"],
-                    nothing_found=options["nothing_found"],
-                )
+                regions = stage_regions(maps, stage)
                 stage_times = {"regions_s": time.perf_counter() - start_regions}
                 score_maps = maps.aligned(long_side=None)
                 results = run_source(f"detector/{stage}", regions, types, image_paths, score_maps, args, **options)

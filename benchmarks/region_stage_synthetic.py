@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from _shared import detector_quality, patchcore_maps
-from ncd_mtd import DETECTOR_INPUTS, REGION_STAGES, STAGE_DETECTOR, peak_gb, run_source
+from ncd_mtd import DETECTOR_INPUTS, REGION_STAGES, STAGE_DETECTOR, peak_gb, run_source, stage_regions
 
 from anomalib_ncd.commands.detector_maps import DetectorSettings
 from anomalib_ncd.data import generate_highres_small
 from anomalib_ncd.io import atomic_write_text
-from anomalib_ncd.regions.extract import extract_regions, ground_truth_regions
+from anomalib_ncd.regions.extract import ground_truth_regions
 
 NORMAL_TYPE = "good"
 
@@ -80,12 +80,7 @@ def main() -> None:
                 print(f"detector {kind}: {report[f'detector_{kind}']}")
             maps = detectors[kind]
             options = REGION_STAGES[stage]
-            regions = extract_regions(
-                maps,
-                crop_settings=options["crops"],
-                working_long_side=options["working_long_side"],
-                nothing_found=options["nothing_found"],
-            )
+            regions = stage_regions(maps, stage)
             score_maps = maps.aligned(long_side=None)
             report[f"detector/{stage}"] = run_source(
                 f"detector/{stage}", regions, types, image_paths, score_maps, args, **options
