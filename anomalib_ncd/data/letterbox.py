@@ -9,8 +9,13 @@ else reads it, so the maps the region stage sees have the image's own aspect rat
 
 The working resolution is chosen from the images (:func:`choose_input_size`): the median long side
 of the detector's training images, rounded up to a multiple of 32 (the detector's coarsest stride),
-and kept in ``[256, 512]``: below 256 features lose their context, above 512 Patchcore's memory bank
-(it grows with the square of the side) no longer fits a few GB for a few thousand images.
+at most what keeps the detector's memory bank within a budget, and kept in ``[256, 512]``. The
+budget: Patchcore stores one feature per stride-8 patch of every training image and its greedy
+coreset costs time in proportion to that count squared over a hundred, so the side is capped at
+``8 * sqrt(PATCH_BUDGET / n_images)`` (``PATCH_BUDGET = 2**20`` patches: about 0.5 GB of features
+and a few minutes of coreset selection on 2 CPU cores). Few images get their full resolution (10
+images of 1024 px: 512); many share the budget (762 MTD strips: 288). Below 256 the features lose
+their context; above 512 a single image's map no longer fits the batch sizes of a small GPU.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from torchvision.transforms.v2 import functional as F  # noqa: N812
 MIN_INPUT_SIZE = 256
 MAX_INPUT_SIZE = 512
 SIZE_MULTIPLE = 32
+PATCH_BUDGET = 2**20  # stride-8 patches of all training images together (the detector's memory bank)
+PATCH_STRIDE = 8
 
 
 def content_shape(image_shape: tuple[int, int], size: int) -> tuple[int, int]:
@@ -55,17 +62,22 @@ def choose_input_size(image_shapes: Sequence[tuple[int, int]]) -> int:
         image_shapes: ``(height, width)`` of the detector's training images.
 
     Returns:
-        The side: the median long side rounded up to a multiple of 32, clamped to ``[256, 512]``.
+        The side: the median long side rounded up to a multiple of 32, at most the memory-bank
+        budget's side, clamped to ``[256, 512]``.
 
     Example:
         >>> choose_input_size([(768, 1024)] * 3), choose_input_size([(120, 290), (260, 370)])
         (512, 352)
+        >>> choose_input_size([(260, 370)] * 762)  # many images share the budget
+        288
     """
     if not image_shapes:
         return MIN_INPUT_SIZE
     median = float(np.median([max(shape) for shape in image_shapes]))
     rounded = SIZE_MULTIPLE * math.ceil(median / SIZE_MULTIPLE)
-    return int(min(MAX_INPUT_SIZE, max(MIN_INPUT_SIZE, rounded)))
+    budget_side = PATCH_STRIDE * math.sqrt(PATCH_BUDGET / len(image_shapes))
+    affordable = SIZE_MULTIPLE * math.floor(budget_side / SIZE_MULTIPLE)
+    return int(min(MAX_INPUT_SIZE, max(MIN_INPUT_SIZE, min(rounded, affordable))))
 
 
 class Letterbox(v2.Transform):
