@@ -65,8 +65,9 @@ def load_dataset(
     category: str | None,
     workdir: Path,
     seed: int,
-    normal_train_share: float | None = None,
     synthetic: SyntheticSettings | None = None,
+    *,
+    normal_train_share: float | None = None,
 ) -> tuple[pd.DataFrame, str, str]:
     """Load a dataset by path (layout detected) or generate the built-in synthetic one.
 

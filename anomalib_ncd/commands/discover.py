@@ -250,7 +250,7 @@ def _dataset(
             msg = "normal_train_share applies to --data typed folders; a datamodule has its own training split"
             raise ValueError(msg)
         return table_from_datamodule(datamodule)
-    return load_dataset(data, category, output / "data", seed, normal_train_share, synthetic)
+    return load_dataset(data, category, output / "data", seed, synthetic, normal_train_share=normal_train_share)
 
 
 def _known_set(
