@@ -46,8 +46,8 @@ class Patchcore(AnomalibPatchcore):
 
     Example:
         >>> model = Patchcore(backbone="mobilenetv2_100", pre_trained=False)
-        >>> type(model).__mro__[1].__name__, model.name, model.model.layers
-        ('Patchcore', 'Patchcore', ['blocks.2', 'blocks.4'])
+        >>> type(model).__mro__[1].__name__, model.name, model.model.layers, model.hparams["layers"]
+        ('Patchcore', 'Patchcore', ['blocks.2', 'blocks.4'], ['blocks.2', 'blocks.4'])
     """
 
     def __init__(
@@ -68,9 +68,10 @@ class Patchcore(AnomalibPatchcore):
 
         if pre_trained and backbone in OFFLINE_WEIGHTS:
             ensure_backbone(backbone)
+        chosen = default_layers(backbone) if layers is None else list(layers)
         super().__init__(
             backbone=backbone,
-            layers=default_layers(backbone) if layers is None else list(layers),
+            layers=chosen,
             pre_trained=pre_trained,
             coreset_sampling_ratio=coreset_sampling_ratio,
             num_neighbors=num_neighbors,
@@ -80,6 +81,8 @@ class Patchcore(AnomalibPatchcore):
             evaluator=evaluator,
             visualizer=visualizer,
         )
+        # the checkpoint records the layers used, so anomalib's own Patchcore class rebuilds this model
+        self.hparams["layers"] = chosen
         use_fast_coreset(self)
 
     @property
