@@ -615,15 +615,16 @@ class AnomalyNCD(AnomalibModule):
         features = self._plain_features(unlabeled_only=True)
         assert self.cache is not None
         end = self.n_unlabeled
+        no_anomaly = self._no_anomaly()
         descriptors = bank = None
         if self.novelty_settings.score == "knn":
-            # every prepared region where something was found, labeled known-class ones included
+            # every prepared region that stands for an anomaly, labeled known-class ones included
             every = self._cached_descriptors(len(self.cache))
-            bank, descriptors = every[~torch.from_numpy(self._no_anomaly())], every[:end]
+            bank, descriptors = every[~torch.from_numpy(no_anomaly)], every[:end]
         return self.calibrate_novelty_on(
             features,
             descriptors,
-            self._no_anomaly()[:end],
+            no_anomaly[:end],
             self.cache.areas[:end].numpy(),
             self.cache.image_index[:end].numpy(),
             bank,
