@@ -48,6 +48,8 @@ from anomalib.models.components.sampling import KCenterGreedy
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 from tqdm import tqdm
 
+from anomalib_ncd.threads import torch_threads
+
 if TYPE_CHECKING:
     from anomalib.models import Patchcore
 
@@ -134,13 +136,8 @@ class FastKCenterGreedy(KCenterGreedy):
         start = torch.randint(high=n, size=(1,), device=device).squeeze()
         self.features = self._rotated_features(isometry)
         self.reset_distances()
-        threads = torch.get_num_threads()
-        if device.type == "cpu" and self.loop_threads is not None:
-            torch.set_num_threads(min(self.loop_threads, threads))
-        try:
+        with torch_threads(self.loop_threads if device.type == "cpu" else None):
             selected = self._greedy(start)
-        finally:
-            torch.set_num_threads(threads)
         return selected.cpu().tolist()
 
     def _fit_isometry(self) -> torch.Tensor | None:

@@ -18,6 +18,7 @@ from torch import nn
 
 from anomalib_ncd.discovery.guidance import GuidanceSettings, guide_of, pool_to_patches
 from anomalib_ncd.discovery.views import ViewMaker
+from anomalib_ncd.threads import torch_threads
 
 
 @dataclass
@@ -151,9 +152,12 @@ def build_view_cache(
     objects: torch.Tensor | None = None
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
-        views = [
-            region_view(regions[r], view_maker, backbone.guidance, backbone.grid, r, v, with_object) for r, v in chunk
-        ]
+        # many tiny augmentation ops: one thread (see anomalib_ncd.threads); the backbone keeps all
+        with torch_threads(1):
+            views = [
+                region_view(regions[r], view_maker, backbone.guidance, backbone.grid, r, v, with_object)
+                for r, v in chunk
+            ]
         patches = torch.stack([view[1] for view in views])
         on_object = torch.stack([view[2] for view in views]) if with_object else None
         # half precision on a GPU: the cache is stored in float16 anyway
