@@ -174,6 +174,8 @@ def path_shares(
 def seeded_model(args: argparse.Namespace, **overrides: Any) -> AnomalyNCD:
     """The CPU-profile model of the benchmark, built after seeding (identical initial weights)."""
     pl.seed_everything(args.seed, verbose=False)
+    if getattr(args, "anchor", None) is not None:
+        overrides = {"anchor": args.anchor == "on"} | overrides
     return AnomalyNCD(
         n_novel_classes=args.n_classes,
         backbone=CPU_BACKBONE,
@@ -330,6 +332,9 @@ def main() -> None:
     parser.add_argument("--n-views", type=int, default=4, help="augmented views cached per region")
     parser.add_argument("--ablation", action="store_true", help="also train the four guidance modes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--anchor", choices=("on", "off"), default=None, help="AnomalyNCD anchor (default: the model's)"
+    )
     parser.add_argument("--known-neu", type=int, default=0, help="also run ours with N NEU-DET images per type known")
     parser.add_argument("--neu-det", type=Path, default=DEFAULT_MTD.parent / "neu-det")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/ncd_mtd"))

@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--n-views", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--anchor", choices=("on", "off"), default=None, help="AnomalyNCD anchor (default: the model's)"
+    )
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/region_stage_synthetic"))
     args = parser.parse_args()
     # run_source reads these (shared with ncd_mtd.py)

@@ -142,7 +142,7 @@ def discover(
         object_prior: where the inspected object is in each image: ``none`` (default),
             ``whole_image``, ``foreground`` (classical segmentation, no weights) or ``grounded_sam``
             (GroundingDINO + SAM from the ``sam`` extra, weights from local paths; the text prompt
-            defaults to the category). Its masks weight the attention (``soft_rgf`` guidance) and,
+            defaults to the category). Its masks weight the attention (``soft_rgf`` and ``balanced`` guidance) and,
             with ``drop_outside``, drop regions off the object.
         fusion_temperature: temperature of the area-weighted region fusion.
         report: write the HTML report.

@@ -53,7 +53,10 @@ class GuidanceSettings:
     """Settings of the anomaly-map-guided attention.
 
     Attributes:
-        mode: one of ``none``, ``hard``, ``soft``, ``soft_rgf`` (see the module docstring).
+        mode: one of ``none``, ``hard``, ``soft``, ``soft_rgf``, ``balanced`` (see the module
+            docstring). Default ``balanced``: the only mode whose anomaly share of the CLS attention
+            does not shrink with the defect's size, which a product that must keep defects of
+            0.1% of an image needs by construction (measured in ``benchmarks/discovery_levers.py``).
         n_layers: guided blocks, counted from the last one (AnomalyNCD: 9 of 12). Blocks that
             belong to the frozen part are guided too, so the cached tokens already carry it.
         hard_threshold: patch fraction of anomaly needed to stay visible in ``hard`` mode.
@@ -68,7 +71,7 @@ class GuidanceSettings:
             thresholds the binary mask.
     """
 
-    mode: str = "soft_rgf"
+    mode: str = "balanced"
     n_layers: int = 9
     hard_threshold: float = 0.5
     normal_weight: float = 0.1

@@ -186,13 +186,16 @@ def init_prototypes(
     heads: PrototypeHeads,
     features: Tensor,
     seed: int = 0,
-    n_iter: int = 10,
+    n_iter: int = 100,
     labels: Tensor | None = None,
+    n_init: int = 10,
 ) -> None:
     """Initialise every head's prototypes from the geometry of the given features.
 
-    Each head gets k-means++ seeding followed by ``n_iter`` spherical k-means iterations on
-    the L2-normalised features, with seed ``seed + head`` so the heads differ. Random
+    Each head gets ``n_init`` runs of k-means++ seeding followed by up to ``n_iter`` spherical
+    k-means iterations on the L2-normalised features, and keeps the run with the highest total
+    cosine of the points to their centres (scikit-learn's ``KMeans`` convention: 10 restarts, so
+    the start is the best clustering found, not the luck of one seeding), with seed ``seed + head``. Random
     directions start far from the data on a 768-d sphere; centroids start on it. The result
     is deterministic for a given seed (and device).
 
@@ -205,8 +208,9 @@ def init_prototypes(
         heads: Heads to initialise in place.
         features: ``(N, in_dim)`` features, ``N >= heads.n_classes``.
         seed: Base seed.
-        n_iter: Spherical k-means iterations after the seeding (``0``: seeding only).
+        n_iter: Most spherical k-means iterations after each seeding (``0``: seeding only).
         labels: Optional ``(N,)`` class indices, ``-1`` for unlabeled rows.
+        n_init: Seedings per head; the best clustering is kept.
 
     Raises:
         ValueError: If the features or labels have the wrong shape, too few rows, or a
@@ -226,6 +230,9 @@ def init_prototypes(
     if features.ndim != 2 or features.shape[1] != heads.in_dim:
         msg = f"features must have shape (N, {heads.in_dim}), got {tuple(features.shape)}"
         raise ValueError(msg)
+    if n_init < 1:
+        msg = f"n_init must be at least 1, got {n_init}"
+        raise ValueError(msg)
     if features.shape[0] < heads.n_classes:
         msg = f"need at least n_classes={heads.n_classes} features, got {features.shape[0]}"
         raise ValueError(msg)
@@ -244,5 +251,11 @@ def init_prototypes(
         fixed = {value: F.normalize(points[labels == value].mean(dim=0), dim=0) for value in classes}
     for head in range(heads.n_heads):
         rng = np.random.default_rng(seed + head)
-        centres = _spherical_kmeans(points, fixed, heads.n_classes, rng, n_iter)
-        heads.weight[head].copy_(centres.to(heads.weight))
+        best, best_fit = None, -math.inf
+        for _ in range(n_init):
+            centres = _spherical_kmeans(points, fixed, heads.n_classes, rng, n_iter)
+            # the spherical k-means objective: total cosine of each point to its nearest centre
+            fit = float((points @ centres.T).max(dim=1).values.sum())
+            if fit > best_fit:
+                best, best_fit = centres, fit
+        heads.weight[head].copy_(best.to(heads.weight))

@@ -167,6 +167,9 @@ class AnomalyNCD(AnomalibModule):
         guidance: anomaly-guided attention settings (a dict or :class:`GuidanceSettings`).
         views: view settings (a dict or :class:`ViewSettings`).
         n_heads: prototype heads; prediction uses the one with the lowest clustering loss.
+        anchor: the heads cluster the masked-pooled frozen descriptor plus a learned residual that
+            starts at zero, a floor by construction under the training-free baseline (see
+            :mod:`~anomalib_ncd.discovery.network`); ``False``: the papers' CLS feature alone.
         loss_weights: loss weights and temperatures (a dict or :class:`LossWeights`).
         training: optimisation settings (a dict or :class:`TrainingSettings`).
         fusion_temperature: ``T`` of the area-weighted region fusion (AnomalyNCD: 50 for MTD,
@@ -192,7 +195,7 @@ class AnomalyNCD(AnomalibModule):
         object_prior: the object prior of new images at predict time (a dict or
             :class:`~anomalib_ncd.priors.ObjectPriorSettings`): use the one the training regions
             were cut with. Its object masks feed the region guidance factor (``soft_rgf``
-            guidance) and, with ``drop_outside``, drop regions off the object.
+            and ``balanced`` guidance) and, with ``drop_outside``, drop regions off the object.
     """
 
     def __init__(
@@ -208,6 +211,7 @@ class AnomalyNCD(AnomalibModule):
         guidance: GuidanceSettings | dict[str, Any] | None = None,
         views: ViewSettings | dict[str, Any] | None = None,
         n_heads: int = 4,
+        anchor: bool = True,
         loss_weights: LossWeights | dict[str, Any] | None = None,
         training: TrainingSettings | dict[str, Any] | None = None,
         fusion_temperature: float = 50.0,
@@ -268,7 +272,7 @@ class AnomalyNCD(AnomalibModule):
                 pretrained=pretrained,
                 weights=weights,
             )
-        self.model = DiscoveryNetwork(token_backbone, self.n_classes, n_heads)
+        self.model = DiscoveryNetwork(token_backbone, self.n_classes, n_heads, anchor=anchor)
         self.loss = DiscoveryLoss(
             n_known=self.n_known,
             n_classes=self.n_classes,
@@ -468,6 +472,8 @@ class AnomalyNCD(AnomalibModule):
     def on_fit_start(self) -> None:
         """Start the prototypes from the initial features' geometry."""
         if self.training_settings.init_prototypes and self.cache is not None and not self.prototypes_initialised:
+            # the anchor's centre comes from every training region's plain view (labeled ones too)
+            self.model.set_anchor_mean(self.cache.tokens[:, 0], self.cache.anomaly[:, 0])
             features = self._plain_features(unlabeled_only=True)
             init_prototypes(self.model.heads, features.to(self.device), seed=self.seed)
             self.prototypes_initialised.fill_(True)

@@ -1,11 +1,29 @@
-"""The discovery network: a token backbone, prototype heads and a projection MLP."""
+"""The discovery network: a token backbone, prototype heads and a projection MLP.
+
+**The anchor: a floor by construction.** Tokens of the frozen backbone averaged inside the
+anomaly mask, clustered by k-means, are a strong training-free classifier of defects; a model
+that clusters only its own CLS feature can end up below it (on small defects the CLS feature
+drifts toward the surrounding surface). So the feature the heads cluster is
+
+    x = (p - m) / |p - m| + W c,
+
+``p`` the masked-pooled frozen descriptor of the view (the training-free baseline's,
+:func:`~anomalib_ncd.discovery.novelty.anomaly_pooled`), ``m`` the mean of ``p`` over the training
+regions (set once before training: the frozen features are non-negative, and without centring
+their shared mean direction would make every cosine close to 1), ``c`` the backbone's trainable
+CLS feature and ``W`` a linear map that starts at zero. Before training, ``x`` *is* the centred
+baseline descriptor, so the heads start from the baseline's clusters; training can only add what
+the learned feature brings. ``anchor=False`` gives the papers' model (``x = c``).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 from anomalib_ncd.discovery.heads import ProjectionMLP, PrototypeHeads
+from anomalib_ncd.discovery.novelty import anomaly_pooled
 
 
 class DiscoveryNetwork(nn.Module):
@@ -18,6 +36,7 @@ class DiscoveryNetwork(nn.Module):
         n_heads: independent prototype heads; the one with the lowest clustering loss is used.
         projection_dim: output of the projector (paper: 256).
         projection_hidden: hidden width of the projector (paper: 2048).
+        anchor: cluster the anchored feature (module docstring) instead of the CLS feature alone.
     """
 
     def __init__(
@@ -27,11 +46,19 @@ class DiscoveryNetwork(nn.Module):
         n_heads: int = 4,
         projection_dim: int = 256,
         projection_hidden: int = 2048,
+        anchor: bool = True,
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.heads = PrototypeHeads(backbone.out_dim, n_classes, n_heads)
-        self.projector = ProjectionMLP(backbone.out_dim, projection_hidden, projection_dim)
+        self.anchor = anchor
+        self.out_dim = backbone.token_dim if anchor else backbone.out_dim
+        if anchor:
+            self.register_buffer("anchor_mean", torch.zeros(backbone.token_dim))
+            self.residual = nn.Linear(backbone.out_dim, backbone.token_dim)
+            nn.init.zeros_(self.residual.weight)
+            nn.init.zeros_(self.residual.bias)
+        self.heads = PrototypeHeads(self.out_dim, n_classes, n_heads)
+        self.projector = ProjectionMLP(self.out_dim, projection_hidden, projection_dim)
 
     def embed(
         self, tokens: torch.Tensor, anomaly: torch.Tensor, object_prior: torch.Tensor | None = None
@@ -44,9 +71,24 @@ class DiscoveryNetwork(nn.Module):
             object_prior: ``(B, N)`` object coverage per patch, or ``None``.
 
         Returns:
-            ``(B, D)`` CLS features.
+            ``(B, D)`` features: the anchored feature, or the CLS feature without the anchor.
         """
-        return self.backbone.tail(tokens, anomaly, object_prior)
+        learned = self.backbone.tail(tokens, anomaly, object_prior)
+        if not self.anchor:
+            return learned
+        pooled = anomaly_pooled(tokens, anomaly).to(learned.dtype) - self.anchor_mean.to(learned.dtype)
+        return F.normalize(pooled, dim=-1) + self.residual(learned)
+
+    @torch.no_grad()
+    def set_anchor_mean(self, tokens: torch.Tensor, anomaly: torch.Tensor) -> None:
+        """Centre the anchor on the training regions: ``m`` = mean masked-pooled descriptor.
+
+        Args:
+            tokens: ``(R, T, C)`` frozen tokens of the regions' plain views.
+            anomaly: ``(R, N)`` their anomaly coverage per patch.
+        """
+        if self.anchor:
+            self.anchor_mean.copy_(anomaly_pooled(tokens, anomaly).mean(dim=0).to(self.anchor_mean))
 
     def forward(
         self,

@@ -10,13 +10,17 @@ from anomalib_ncd.regions.extract import extract_regions
 from anomalib_ncd.regions.soft import regions_without_anomaly
 from tests.unit.discovery.test_model_lightning import SHAPE, blob, fit, make_model, make_scene
 
+PAPERS_MODEL = {"anchor": False, "guidance": {"mode": "soft_rgf"}}
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("continual")
     images, maps, _, map_set = make_scene(root)
     seed_everything(0, verbose=False)
-    model = make_model(epochs=2)
+    # Random CNN weights give no meaningful representation; the toy set exercises the appending
+    # mechanism on the papers' model (CLS feature alone, soft guidance), where its stripes stand out.
+    model = make_model(epochs=2, **PAPERS_MODEL)
     model.prepare(extract_regions(map_set))
     fit(model, root=root, epochs=2)
     return model, images, maps
@@ -94,7 +98,7 @@ def test_rejection_is_recalibrated_on_the_earlier_and_the_new_regions(trained, s
 
     model, images, maps = trained
     if score == "knn":  # the same trained weights, judged by the frozen-space score
-        knn = make_model(epochs=2, novelty={"score": "knn", "quantile": 0.05})
+        knn = make_model(epochs=2, **PAPERS_MODEL, novelty={"score": "knn", "quantile": 0.05})
         knn.load_state_dict({k: v for k, v in model.state_dict().items() if k != "novelty_bank"})
         knn.cache, knn.labels, knn.n_unlabeled, knn.mebin = model.cache, model.labels, model.n_unlabeled, model.mebin
         knn.calibrate_novelty()

@@ -189,7 +189,7 @@ def test_discover_shapes_and_consistency(trained, regions):
     np.testing.assert_allclose(result.image_probabilities.sum(1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(result.image_classes, result.image_probabilities.argmax(1))
     np.testing.assert_allclose(result.image_confidence, result.image_probabilities.max(1))
-    assert result.features.shape == (n_regions, 64)
+    assert result.features.shape == (n_regions, model.network.out_dim)
     assert np.isfinite(result.features).all()
     assert 0 <= result.head < N_HEADS
     assert result.head == int(model.best_head)
@@ -437,7 +437,8 @@ def test_soft_path_regions_are_classified_by_the_model_and_pulled_to_normal_by_t
     fit(model, epochs=1)
     found = model.discover()
     plain = model.classify_regions(regions)  # the same rule on the inference path
-    np.testing.assert_allclose(found.region_probabilities, plain, atol=1e-5)
+    # float16 cached tokens against freshly computed float32 ones (the anchor reads them directly)
+    np.testing.assert_allclose(found.region_probabilities, plain, atol=1e-4)
     weakest, strong = found.region_probabilities[-2], found.region_probabilities[-1]
     assert weakest.argmax() == model.normal_index  # w = 0.5: normal whatever the model says
     model_only = model.classify_regions([make_region(1, "square")])[0]  # same crop, a MEBin region
