@@ -88,6 +88,7 @@ def discover(
     working_long_side: int | Literal["auto"] = "auto",
     nothing_found: Literal["soft", "normal"] = "soft",
     guidance: GuidanceSettings = GuidanceSettings(),  # noqa: B008
+    anchor: bool = True,
     views: ViewSettings = ViewSettings(),  # noqa: B008
     training: TrainingSettings = TrainingSettings(),  # noqa: B008
     novelty: NoveltySettings = NoveltySettings(),  # noqa: B008
@@ -136,13 +137,16 @@ def discover(
             its map's strongest evidence, classified by the model, pulled toward normal by the
             detector's score) or ``normal`` (the papers': the whole image, called normal).
         guidance: anomaly-guided attention settings.
+        anchor: cluster the masked-pooled frozen descriptor plus a learned residual that starts at
+            zero (a floor under the training-free baseline, see ``docs/discovery_model.md``);
+            ``false``: the papers' CLS feature alone.
         views: view and augmentation settings.
         training: optimisation settings.
         novelty: unknown-class rejection (score, false-rejection quantile on the training regions).
         object_prior: where the inspected object is in each image: ``none`` (default),
             ``whole_image``, ``foreground`` (classical segmentation, no weights) or ``grounded_sam``
             (GroundingDINO + SAM from the ``sam`` extra, weights from local paths; the text prompt
-            defaults to the category). Its masks weight the attention (``soft_rgf`` and ``balanced`` guidance) and,
+            defaults to the category). Its masks weight the attention (``soft_rgf``, ``balanced`` guidance) and,
             with ``drop_outside``, drop regions off the object.
         fusion_temperature: temperature of the area-weighted region fusion.
         report: write the HTML report.
@@ -279,6 +283,7 @@ def _model(arguments: dict[str, Any], known_names: list[str], category: str) -> 
         backbone=arguments["backbone"],
         weights=arguments["weights"],
         guidance=arguments["guidance"],
+        anchor=arguments.get("anchor", False),  # runs from before the anchor were trained without it
         views=arguments["views"],
         training=arguments["training"],
         novelty=arguments.get("novelty"),  # absent from the configs of runs from before it existed

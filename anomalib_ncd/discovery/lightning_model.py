@@ -148,6 +148,29 @@ def _is_vit(name: str) -> bool:
     return _registry._model_to_module.get(architecture) == "vision_transformer"
 
 
+def _legacy_defaults(hyper_parameters: dict[str, Any]) -> dict[str, Any]:
+    """Settings a checkpoint written before the anchor was trained with, where it does not say so.
+
+    Such a checkpoint has no ``anchor`` entry and was trained without the anchor and, unless its
+    guidance was set, with ``soft_rgf`` guidance, the defaults of then.
+
+    Args:
+        hyper_parameters: the checkpoint's hyper-parameters.
+
+    Returns:
+        Keyword overrides for the constructor (empty for current checkpoints).
+    """
+    if "anchor" in hyper_parameters:
+        return {}
+    legacy: dict[str, Any] = {"anchor": False}
+    guidance = hyper_parameters.get("guidance")
+    if guidance is None:
+        legacy["guidance"] = {"mode": "soft_rgf"}
+    elif isinstance(guidance, dict) and "mode" not in guidance:
+        legacy["guidance"] = {**guidance, "mode": "soft_rgf"}
+    return legacy
+
+
 class AnomalyNCD(AnomalibModule):
     """Novel defect class discovery with an anomaly-guided backbone and prototype heads.
 
@@ -1017,6 +1040,7 @@ class AnomalyNCD(AnomalibModule):
         if isinstance(checkpoint_path, str | Path):
             content = read_checkpoint(checkpoint_path, model_class=cls, advice=NOT_OURS, what="run checkpoint")
             require_lightning_checkpoint(content, checkpoint_path, "an anomalib-ncd (AnomalyNCD) checkpoint")
+            kwargs = _legacy_defaults(content.get("hyper_parameters") or {}) | kwargs
             del content
         with safe_loading(cls):
             return super().load_from_checkpoint(

@@ -114,3 +114,35 @@ def test_an_untrained_model_clusters_small_defects_like_the_masked_pooling_basel
         assert nmi >= baseline_nmi - 0.05
     else:
         assert nmi < baseline_nmi - 0.2
+
+
+def test_a_checkpoint_from_before_the_anchor_loads_as_the_model_it_was(tmp_path):
+    # Older checkpoints have no "anchor" hyper-parameter: they were trained without it, with soft_rgf.
+    from lightning.pytorch import Trainer
+
+    from anomalib_ncd.discovery.lightning_model import AnomalyNCD
+    from tests.unit.discovery.test_model_lightning import make_model, region_list
+
+    model = make_model(epochs=1, anchor=False, guidance={"mode": "soft_rgf"})
+    model.prepare(region_list(n_defects=4, n_whole=0))
+    trainer = Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model)
+    path = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=False)
+    del checkpoint["hyper_parameters"]["anchor"]
+    checkpoint["hyper_parameters"]["guidance"] = None
+    torch.save(checkpoint, path)
+    loaded = AnomalyNCD.load_from_checkpoint(path)
+    assert loaded.network.anchor is False
+    assert loaded.guidance_settings.mode == "soft_rgf"
+    current = tmp_path / "current.ckpt"
+    trainer.save_checkpoint(current)
+    assert AnomalyNCD.load_from_checkpoint(current).network.anchor is False  # recorded, not guessed
