@@ -95,7 +95,10 @@ def run_set(name: str, args: argparse.Namespace) -> dict[str, Any]:
     for label, spherical in (("masked pooling + k-means", False), ("masked pooling + sph. k-means", True)):
         labels = masked_pooling_kmeans(cache, len(regions), args.n_classes, args.seed, spherical)
         results[label] = report_of(types, image_labels_of_regions(labels, regions, len(test)))
+    wanted = [name.strip() for name in args.variants.split(";")]
     for variant, options in [("anchor, untrained", {"anchor": True}), *VARIANTS.items()]:
+        if variant not in wanted:
+            continue
         model = seeded_model(args, **normal, **options)
         model.cache, model.labels, model.n_unlabeled = first.cache, first.labels, first.n_unlabeled
         start = time.perf_counter()
@@ -118,6 +121,9 @@ def main() -> None:
     parser.add_argument("--mtd", type=Path, default=DEFAULT_MTD)
     parser.add_argument("--neu-det", type=Path, default=DEFAULT_MTD.parent / "neu-det")
     parser.add_argument("--neu-per-type", type=int, default=40)
+    parser.add_argument(
+        "--variants", default=";".join(["anchor, untrained", *VARIANTS]), help="';'-separated variant names"
+    )
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--n-views", type=int, default=4, help="augmented views cached per region")
     parser.add_argument("--seed", type=int, default=0)
