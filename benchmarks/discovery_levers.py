@@ -12,10 +12,10 @@ On each set the frozen views are cached once and every variant trains from the s
 same cache:
 
 * ``papers``: the CLS feature alone (``anchor=False``), ProtoAnomalyNCD's ``soft_rgf`` guidance;
-* ``balanced``: the CLS feature alone with size-independent ``balanced`` guidance;
+* ``balanced (default)``: the CLS feature alone with size-independent ``balanced`` guidance;
 * ``anchor``: the anchored feature (masked-pooled descriptor + a learned residual from zero), ``soft_rgf``;
-* ``anchor + balanced (default)``: both levers, the model's defaults;
-* ``anchor, untrained``: prototypes initialised, no epoch: the floor by construction.
+* ``anchor + balanced``: both levers;
+* ``anchor, untrained``: prototypes initialised, no epoch: the floor at initialisation.
 
 Beside them, on the same plain-view tokens: masked pooling + k-means (and spherical k-means).
 Prints image NMI / ARI / F1 and writes ``results.json``.
@@ -50,9 +50,9 @@ from anomalib_ncd.regions.extract import ground_truth_regions
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "papers": {"anchor": False, "guidance": {"mode": "soft_rgf"}},
-    "balanced": {"anchor": False, "guidance": {"mode": "balanced"}},
+    "balanced (default)": {"anchor": False, "guidance": {"mode": "balanced"}},
     "anchor": {"anchor": True, "guidance": {"mode": "soft_rgf"}},
-    "anchor + balanced (default)": {"anchor": True, "guidance": {"mode": "balanced"}},
+    "anchor + balanced": {"anchor": True, "guidance": {"mode": "balanced"}},
 }
 
 

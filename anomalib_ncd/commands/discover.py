@@ -88,7 +88,7 @@ def discover(
     working_long_side: int | Literal["auto"] = "auto",
     nothing_found: Literal["soft", "normal"] = "soft",
     guidance: GuidanceSettings = GuidanceSettings(),  # noqa: B008
-    anchor: bool = True,
+    anchor: bool = False,
     views: ViewSettings = ViewSettings(),  # noqa: B008
     training: TrainingSettings = TrainingSettings(),  # noqa: B008
     novelty: NoveltySettings = NoveltySettings(),  # noqa: B008
@@ -138,8 +138,8 @@ def discover(
             detector's score) or ``normal`` (the papers': the whole image, called normal).
         guidance: anomaly-guided attention settings.
         anchor: cluster the masked-pooled frozen descriptor plus a learned residual that starts at
-            zero (a floor under the training-free baseline, see ``docs/discovery_model.md``);
-            ``false``: the papers' CLS feature alone.
+            zero (a floor at initialisation under the training-free baseline; off by default, see
+            ``docs/discovery_model.md`` for where it helps and where it fails).
         views: view and augmentation settings.
         training: optimisation settings.
         novelty: unknown-class rejection (score, false-rejection quantile on the training regions).

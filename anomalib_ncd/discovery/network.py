@@ -13,7 +13,9 @@ regions (set once before training: the frozen features are non-negative, and wit
 their shared mean direction would make every cosine close to 1), ``c`` the backbone's trainable
 CLS feature and ``W`` a linear map that starts at zero. Before training, ``x`` *is* the centred
 baseline descriptor, so the heads start from the baseline's clusters; training can only add what
-the learned feature brings. ``anchor=False`` gives the papers' model (``x = c``).
+the learned feature brings. ``anchor=False`` (the default) gives the papers' model (``x = c``):
+measured, the anchor helped on small synthetic defects (0.925 against 0.909 NMI) but training it
+fell from its 0.90 start to 0.68 on NEU-DET, where the CLS feature alone reached 0.95.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class DiscoveryNetwork(nn.Module):
         n_heads: int = 4,
         projection_dim: int = 256,
         projection_hidden: int = 2048,
-        anchor: bool = True,
+        anchor: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
