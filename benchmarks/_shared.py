@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import json
+import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 
 from anomalib_ncd.commands.detector_maps import DetectorSettings
+from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.maps.map_set import AnomalyMapSet
+
+
+def peak_gb() -> float:
+    """Peak resident memory of this process so far, in GB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def finish_report(report: dict[str, Any], out: Path, total_s: float, note: str = "") -> None:
+    """Add the total time and peak memory to a benchmark's report, print them, write ``results.json``.
+
+    Args:
+        report: the benchmark's results (``total_s`` and ``peak_rss_gb`` are added).
+        out: the output folder (created when missing).
+        total_s: the run's time in seconds.
+        note: printed after the time (e.g. what it excludes).
+    """
+    report["total_s"], report["peak_rss_gb"] = total_s, peak_gb()
+    print(f"\ntotal {total_s:.0f} s{note}, peak RSS {report['peak_rss_gb']:.1f} GB")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(report, indent=2, default=str))
 
 
 def fit_prepared(model: pl.LightningModule, epochs: int) -> float:

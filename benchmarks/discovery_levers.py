@@ -27,25 +27,22 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _shared import fit_prepared
+from _shared import finish_report, fit_prepared
 from ncd_mtd import (
     DEFAULT_MTD,
     image_labels_of_regions,
     masked_pooling_kmeans,
-    peak_gb,
     seeded_model,
 )
 
 from anomalib_ncd.data import generate_highres_small, load_mtd, load_neu_det
 from anomalib_ncd.evaluation import clustering_report
-from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.regions.extract import ground_truth_regions
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -134,10 +131,7 @@ def main() -> None:
     report: dict[str, Any] = {"settings": {key: str(value) for key, value in vars(args).items()}}
     for name in [item.strip() for item in args.sets.split(",") if item.strip()]:
         report[name] = run_set(name, args)
-    report["total_s"], report["peak_rss_gb"] = time.perf_counter() - start, peak_gb()
-    print(f"\ntotal {report['total_s']:.0f} s, peak RSS {report['peak_rss_gb']:.1f} GB")
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "results.json", json.dumps(report, indent=2, default=str))
+    finish_report(report, args.out, time.perf_counter() - start)
 
 
 if __name__ == "__main__":

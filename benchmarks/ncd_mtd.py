@@ -39,9 +39,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -49,7 +47,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from _shared import detector_quality, fit_prepared, patchcore_maps
+from _shared import detector_quality, finish_report, fit_prepared, patchcore_maps
 
 from anomalib_ncd.baselines import AnomalyClustering, KMeansBaseline
 from anomalib_ncd.commands.detector_maps import DetectorSettings
@@ -62,7 +60,6 @@ from anomalib_ncd.discovery.lightning_model import AnomalyNCD
 from anomalib_ncd.discovery.novelty import anomaly_pooled
 from anomalib_ncd.discovery.views import ViewMaker
 from anomalib_ncd.evaluation import clustering_report
-from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.regions.crops import CropSettings
 from anomalib_ncd.regions.extract import RegionSet, extract_regions, ground_truth_regions
 
@@ -86,10 +83,6 @@ DETECTOR_INPUTS = {
     "squash": {"image_size": 256, "letterbox": False},
     "letterbox": {"image_size": "auto", "letterbox": True},
 }
-
-
-def peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def stage_regions(maps: Any, stage: str, load_crops: bool = True) -> RegionSet:
@@ -387,10 +380,7 @@ def main() -> None:
         report[source] = results
     fits = [value.get("detector_fit_s", 0.0) for key, value in report.items() if key.startswith("detector_")]
     total = time.perf_counter() - start - sum(fits)
-    report["total_s"], report["peak_rss_gb"] = total, peak_gb()
-    print(f"\ntotal {total:.0f} s (detector training excluded), peak RSS {peak_gb():.1f} GB")
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "results.json", json.dumps(report, indent=2, default=str))
+    finish_report(report, args.out, total, " (detector training excluded)")
 
 
 if __name__ == "__main__":

@@ -17,18 +17,16 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from _shared import detector_quality, patchcore_maps
-from ncd_mtd import DETECTOR_INPUTS, REGION_STAGES, STAGE_DETECTOR, peak_gb, run_source, stage_regions
+from _shared import detector_quality, finish_report, patchcore_maps
+from ncd_mtd import DETECTOR_INPUTS, REGION_STAGES, STAGE_DETECTOR, run_source, stage_regions
 
 from anomalib_ncd.commands.detector_maps import DetectorSettings
 from anomalib_ncd.data import generate_highres_small
-from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.regions.extract import ground_truth_regions
 
 NORMAL_TYPE = "good"
@@ -92,10 +90,7 @@ def main() -> None:
         options = {"crops": REGION_STAGES["new"]["crops"]}
         gt = ground_truth_regions(test, crop_settings=options["crops"])
         report["gt"] = run_source("gt", gt, types, image_paths, gt.map_set.maps, args, **options)
-    report["total_s"], report["peak_rss_gb"] = time.perf_counter() - start, peak_gb()
-    print(f"\ntotal {report['total_s']:.0f} s, peak RSS {report['peak_rss_gb']:.1f} GB")
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "results.json", json.dumps(report, indent=2, default=str))
+    finish_report(report, args.out, time.perf_counter() - start)
 
 
 if __name__ == "__main__":
