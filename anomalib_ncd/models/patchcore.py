@@ -26,6 +26,7 @@ from anomalib.visualization import Visualizer
 from torch import nn
 
 from anomalib_ncd.backbones.offline_weights import DEFAULT_BACKBONE, OFFLINE_WEIGHTS, ensure_backbone
+from anomalib_ncd.models.seeding import seed_unseeded_fit
 
 
 class Patchcore(AnomalibPatchcore):
@@ -84,6 +85,10 @@ class Patchcore(AnomalibPatchcore):
         # the checkpoint records the layers used, so anomalib's own Patchcore class rebuilds this model
         self.hparams["layers"] = chosen
         use_fast_coreset(self)
+
+    def on_fit_start(self) -> None:
+        """Seed a fit that nobody seeded (anomalib's CLI) with 0: the coreset's start is then reproducible."""
+        seed_unseeded_fit(0, "Patchcore")
 
     @property
     def name(self) -> str:

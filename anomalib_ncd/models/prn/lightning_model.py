@@ -39,6 +39,7 @@ from torchvision.transforms.v2 import Compose, Resize
 from anomalib_ncd.models.prn.anomaly_generator import AnomalyGenerator, RealAnomaly
 from anomalib_ncd.models.prn.loss import PrnLoss
 from anomalib_ncd.models.prn.torch_model import PrnModel
+from anomalib_ncd.models.seeding import seed_unseeded_fit, seeded_initialisation
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ class Prn(AnomalibModule):
         lr: Adam learning rate (PRN: 1e-4).
         epochs: training epochs (``trainer_arguments``).
         top_k: pixels averaged into the image score (PRN: 100).
-        seed: seed of the prototypes, the sample choice and the anomaly generator.
+        seed: seed of the initialisation, the prototypes, the sample choice and the anomaly generator
+            (and of the whole fit when nothing else seeded it, as under anomalib's CLI).
         pre_processor: anomalib pre-processor (default: resize only; the model normalises).
         post_processor: anomalib post-processor.
         evaluator: anomalib evaluator.
@@ -125,9 +127,10 @@ class Prn(AnomalibModule):
         self.prototype_fraction, self.max_prototypes = prototype_fraction, max_prototypes
         self.n_real_per_type, self.ratio = n_real_per_type, tuple(float(r) for r in ratio)
         self.lr, self.epochs, self.seed = lr, epochs, seed
-        self.model = PrnModel(
-            backbone, layers, pre_trained, input_size, attention_divisors=attention_divisors, top_k=top_k
-        )
+        with seeded_initialisation(seed):  # the same weights whatever the caller's generator state
+            self.model = PrnModel(
+                backbone, layers, pre_trained, input_size, attention_divisors=attention_divisors, top_k=top_k
+            )
         self.loss = PrnLoss()
         self.real_samples = select_real_samples(anomalous_samples, n_real_per_type, seed)
         self._generator: AnomalyGenerator | None = None
@@ -159,6 +162,10 @@ class Prn(AnomalibModule):
         return torch.optim.Adam((p for p in self.model.parameters() if p.requires_grad), lr=self.lr)
 
     # ----------------------------------------------------------------- training
+
+    def on_fit_start(self) -> None:
+        """Seed a fit that nobody seeded (anomalib's CLI) with ``seed``: the batch order is then reproducible."""
+        seed_unseeded_fit(self.seed, "PRN")
 
     def on_train_start(self) -> None:
         """Compute the prototypes from the normal training images (once) and set up the generator."""
