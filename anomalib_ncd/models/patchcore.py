@@ -26,7 +26,7 @@ from anomalib.visualization import Visualizer
 from torch import nn
 
 from anomalib_ncd.backbones.offline_weights import DEFAULT_BACKBONE, OFFLINE_WEIGHTS, ensure_backbone
-from anomalib_ncd.models.seeding import seed_unseeded_fit
+from anomalib_ncd.models.seeding import seed_fit
 
 
 class Patchcore(AnomalibPatchcore):
@@ -87,8 +87,8 @@ class Patchcore(AnomalibPatchcore):
         use_fast_coreset(self)
 
     def on_fit_start(self) -> None:
-        """Seed a fit that nobody seeded (anomalib's CLI) with 0: the coreset's start is then reproducible."""
-        seed_unseeded_fit(0, "Patchcore")
+        """Seed the fit (the run's seed, else 0): anomalib's CLI never seeds, and the coreset's start must repeat."""
+        seed_fit(0, "Patchcore")
 
     @property
     def name(self) -> str:

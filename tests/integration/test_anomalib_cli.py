@@ -269,12 +269,15 @@ def test_anomalib_train_runs_prn_from_its_class_path(prn_cli_run: AnomalibCliRun
     assert all(prototypes.shape[0] >= 1 for prototypes in model.model.prototypes)
 
 
-def test_anomalib_train_of_prn_is_reproducible(prn_cli_run: AnomalibCliRun, tmp_path: Path) -> None:
+def test_anomalib_train_of_prn_is_reproducible(
+    prn_cli_run: AnomalibCliRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """anomalib 2.7's CLI ignores ``--seed_everything``: PRN seeds itself, so the same command trains the same model."""
     import torch
 
     from anomalib_ncd.maps.from_anomalib import load_anomalib_model
 
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)  # not inherited: this run must seed itself
     again = train_with_anomalib_cli(tmp_path, model_args=PRN_ARGS, model_name="Prn")
     assert again.result.returncode == 0, (again.result.stdout + again.result.stderr)[-4000:]
     first = load_anomalib_model(prn_cli_run.checkpoint).state_dict()

@@ -39,7 +39,7 @@ from torchvision.transforms.v2 import Compose, Resize
 from anomalib_ncd.models.prn.anomaly_generator import AnomalyGenerator, RealAnomaly
 from anomalib_ncd.models.prn.loss import PrnLoss
 from anomalib_ncd.models.prn.torch_model import PrnModel
-from anomalib_ncd.models.seeding import seed_unseeded_fit, seeded_initialisation
+from anomalib_ncd.models.seeding import seed_fit, seeded_initialisation
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Prn(AnomalibModule):
         epochs: training epochs (``trainer_arguments``).
         top_k: pixels averaged into the image score (PRN: 100).
         seed: seed of the initialisation, the prototypes, the sample choice and the anomaly generator
-            (and of the whole fit when nothing else seeded it, as under anomalib's CLI).
+            (and of the fit when the run set no seed, as under anomalib's CLI).
         pre_processor: anomalib pre-processor (default: resize only; the model normalises).
         post_processor: anomalib post-processor.
         evaluator: anomalib evaluator.
@@ -164,8 +164,8 @@ class Prn(AnomalibModule):
     # ----------------------------------------------------------------- training
 
     def on_fit_start(self) -> None:
-        """Seed a fit that nobody seeded (anomalib's CLI) with ``seed``: the batch order is then reproducible."""
-        seed_unseeded_fit(self.seed, "PRN")
+        """Seed the fit (the run's seed, else ``seed``): anomalib's CLI never seeds, and the batch order must repeat."""
+        seed_fit(self.seed, "PRN")
 
     def on_train_start(self) -> None:
         """Compute the prototypes from the normal training images (once) and set up the generator."""

@@ -1,4 +1,4 @@
-"""Fits nobody seeded (anomalib 2.7's CLI parses ``--seed_everything`` and never seeds) are reproducible."""
+"""Fits are reproducible although anomalib 2.7's CLI parses ``--seed_everything`` and never seeds."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from anomalib_ncd.models import Prn
-from anomalib_ncd.models.seeding import run_is_seeded, seed_unseeded_fit, seeded_initialisation
+from anomalib_ncd.models.seeding import seed_fit, seeded_initialisation
 
 
 def _prn(seed: int = 0) -> Prn:
@@ -34,16 +34,17 @@ def test_seeded_initialisation_leaves_the_callers_stream_alone() -> None:
     assert torch.equal(torch.rand(4), expected)
 
 
-def test_an_unseeded_fit_is_seeded_and_a_seeded_one_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fit_is_seeded_with_the_runs_seed_else_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch.delenv("PL_SEED_WORKERS", raising=False)
     torch.manual_seed(11)
-    seed_unseeded_fit(5, "test")
-    assert run_is_seeded()
+    assert seed_fit(5, "test") == 5  # nothing seeded the run: the model's seed
     drawn = torch.rand(3)
     torch.manual_seed(5)
     assert torch.equal(drawn, torch.rand(3))
+    monkeypatch.setenv("PL_GLOBAL_SEED", "8")  # e.g. inherited from a seeded parent process
     torch.manual_seed(11)
-    expected = torch.rand(3)
-    torch.manual_seed(11)
-    seed_unseeded_fit(5, "test")  # PL_GLOBAL_SEED is set now: the caller's seeding stands
-    assert torch.equal(torch.rand(3), expected)
+    assert seed_fit(5, "test") == 8
+    drawn = torch.rand(3)
+    torch.manual_seed(8)
+    assert torch.equal(drawn, torch.rand(3))
