@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from jsonargparse import lazy_instance
 
+from anomalib_ncd.backbones.offline_weights import DEFAULT_BACKBONE
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml, load_arguments
 from anomalib_ncd.commands.datasets import SYNTHETIC, SyntheticSettings, load_dataset, table_from_datamodule
 from anomalib_ncd.commands.detector_maps import MAPS_FOLDER, DetectorSettings, anomaly_maps
@@ -81,7 +82,7 @@ def discover(
     class_count: ClassCountSettings = ClassCountSettings(),  # noqa: B008
     known: str | None = None,
     known_category: str | None = None,
-    backbone: str = "mobilenetv2_100.tv_in1k",
+    backbone: str = DEFAULT_BACKBONE,
     weights: str | None = None,
     mebin: MEBin = lazy_instance(MEBin),  # noqa: B008
     crops: CropSettings = CropSettings(),  # noqa: B008

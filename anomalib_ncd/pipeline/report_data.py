@@ -10,6 +10,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from anomalib_ncd.pipeline.estimator import DefectDiscovery
+    from anomalib_ncd.regions.extract import RegionSet
     from anomalib_ncd.report import ReportData
 
 N_MEBIN_CURVES = 4
@@ -39,13 +40,12 @@ def discovery_report_data(
     if metrics is not None:
         table = metrics["image"]["confusion"]
         confusion = pd.DataFrame(table["data"], index=table["index"], columns=table["columns"])
-    mebin = regions_set.mebin
     return ReportData(
         title=title,
         images=images,
         regions=discovery.region_table(),
         maps=regions_set.map_set.maps,
-        map_range=(float(mebin.min_th_), float(mebin.max_th_)),
+        map_range=overlay_range(regions_set),
         class_names=discovery.model.class_names,
         features=discovery.classification_.region_features,
         metrics=metrics,
@@ -55,6 +55,28 @@ def discovery_report_data(
         class_count=None if discovery.class_count_ is None else discovery.class_count_.as_dict(),
         object_prior=discovery.model.object_prior,
     )
+
+
+def overlay_range(regions_set: RegionSet) -> tuple[float, float]:
+    """The map values that span the overlay's colour scale: MEBin's range, else the maps' own.
+
+    Regions cut from ground-truth masks (or given by a caller) have no MEBin; their maps are 0/1
+    masks or whatever the caller passed, so their own minimum and maximum span the scale.
+
+    Args:
+        regions_set: the regions of the report.
+
+    Returns:
+        ``(low, high)``.
+    """
+    mebin = regions_set.mebin
+    if mebin is not None and mebin.is_fitted:
+        return float(mebin.min_th_), float(mebin.max_th_)
+    finite = [m[np.isfinite(m)] for m in regions_set.map_set.maps]
+    values = [v for v in finite if v.size]
+    if not values:
+        return 0.0, 1.0
+    return float(min(v.min() for v in values)), float(max(v.max() for v in values))
 
 
 def mebin_curves(discovery: DefectDiscovery, n_curves: int = N_MEBIN_CURVES) -> list[dict[str, Any]]:

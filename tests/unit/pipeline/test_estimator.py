@@ -131,3 +131,19 @@ def test_add_batch_keeps_the_class_names_of_old_classes(fitted):
     assert discovery.model.class_names == names
     assert set(table["class_name"]) <= set(names)
     assert discovery.last_update_.new_classes == []
+
+
+def test_ground_truth_regions_fit_and_report(tmp_path):
+    """Regions cut from ground-truth masks have no MEBin: the report still renders (it read MEBin's range)."""
+    from anomalib_ncd.data import generate_synthetic_dataset
+    from anomalib_ncd.regions.extract import ground_truth_regions
+
+    table = generate_synthetic_dataset(tmp_path / "data", "brick", image_size=(64, 96), n_per_type=2, n_test_good=2)
+    test = table[table["split"] == "test"].reset_index(drop=True)
+    regions = ground_truth_regions(test)
+    assert regions.mebin is None
+    seed_everything(0, verbose=False)
+    discovery = DefectDiscovery(make_model(epochs=1), root_dir=tmp_path, progress=False).fit(regions)
+    report = discovery.write_report(tmp_path / "report")
+    assert report.is_file()
+    assert "defect classes" in report.read_text()
