@@ -2,7 +2,9 @@
 
 Commands: ``discover`` (find the defect classes of a set), ``predict`` (classify new images with a
 discovered model), ``add`` (continual discovery: a new batch, new kinds appended as classes),
-``evaluate`` (score a run against true types) and ``regions`` (the region stage alone). Each is a
+``evaluate`` (score a run against true types), ``regions`` (the region stage alone), ``review``
+(apply the edits made in a run's report: class names, merges, moved images) and ``export`` (a run's
+images in one folder per class). Each is a
 thin wrapper over the Python API. User errors (missing paths, unreadable images, unusable maps, a
 corrupt checkpoint or one that is not an anomalib checkpoint, a checkpoint that would need to run
 code to load, a full disk) end with one ``anomalib-ncd: error: ...`` line and exit code 2, no
@@ -27,13 +29,23 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 from anomalib_ncd.commands.add import add  # noqa: E402
 from anomalib_ncd.commands.discover import discover  # noqa: E402
 from anomalib_ncd.commands.evaluate import evaluate  # noqa: E402
+from anomalib_ncd.commands.export import export  # noqa: E402
 from anomalib_ncd.commands.predict import predict  # noqa: E402
 from anomalib_ncd.commands.regions import regions  # noqa: E402
+from anomalib_ncd.commands.review import review  # noqa: E402
 from anomalib_ncd.maps.map_set import MapError  # noqa: E402
 
 logger = logging.getLogger("anomalib_ncd")
 
-COMMANDS = {"discover": discover, "predict": predict, "add": add, "evaluate": evaluate, "regions": regions}
+COMMANDS = {
+    "discover": discover,
+    "predict": predict,
+    "add": add,
+    "evaluate": evaluate,
+    "regions": regions,
+    "review": review,
+    "export": export,
+}
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError, MapError, PermissionError, OSError)
 ALLOWED_VALUES = {
     "n_novel_classes": "an integer of at least 2 (the classes to discover, normal included) or auto",

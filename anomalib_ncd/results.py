@@ -18,6 +18,7 @@ from anomalib_ncd.io import atomic_write_text
 
 _VERSION = re.compile(r"^v(\d+)$")
 RUN_STATE_FILE = "run.json"
+REGION_FEATURES_FILE = "region_features.npy"  # the regions' features, for the embedding of a later report
 
 
 def check_output_root(root: str | Path, option: str = "--output") -> None:
@@ -181,3 +182,15 @@ def resolve_run(path: str | Path) -> Path:
         msg = f"{run} is not an anomalib-ncd run folder (it has no {RUN_STATE_FILE})"
         raise FileNotFoundError(msg)
     return run
+
+
+def run_id(run: str | Path) -> str:
+    """How reports and reviews name a run: ``<dataset>/<category>/vN`` (it survives moving the results).
+
+    Args:
+        run: the run folder.
+
+    Returns:
+        Its last three path parts.
+    """
+    return "/".join(Path(run).resolve().parts[-3:])

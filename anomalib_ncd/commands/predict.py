@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("anomalib_ncd")
 
 CHECKPOINT = Path("weights") / "lightning" / "model.ckpt"
-RUN_COMMANDS = ("discover", "add")  # runs that end with a discovery model
+RUN_COMMANDS = ("discover", "add", "review")  # runs that end with a discovery model
 
 
 @dataclass(frozen=True)

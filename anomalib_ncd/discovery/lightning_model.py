@@ -276,6 +276,7 @@ class AnomalyNCD(AnomalibModule):
             msg = f"{len(known_class_names)} known class names for n_known_classes={n_known_classes}"
             raise ValueError(msg)
         self.known_class_names = list(known_class_names or [f"known_{i + 1}" for i in range(n_known_classes)])
+        self.reviewed_names: list[str] = []  # set by a review, saved in the checkpoint
         self.mebin: MEBin | None = None
         self.peak_calibration: PeakCalibration | None = None  # the soft path's normal decision
         self._detector: list[AnomalibModule] = []  # a list: the detector is not a submodule of this model
@@ -333,11 +334,34 @@ class AnomalyNCD(AnomalibModule):
 
     @property
     def class_names(self) -> list[str]:
-        """Display name of every class index: known classes, then ``normal`` and ``novel_1``, ..."""
+        """Display name of every class index: a review's names, else known names, ``normal``, ``novel_1``, ...
+
+        A merge in a review gives two indices one name.
+        """
         novel = [f"novel_{i + 1}" for i in range(self.n_classes - self.n_known)]
         if self.normal_index is not None:
             novel = ["normal", *novel[:-1]]
-        return [*self.known_class_names, *novel]
+        names = [*self.known_class_names, *novel]
+        return [*self.reviewed_names[: len(names)], *names[len(self.reviewed_names) :]]
+
+    def set_reviewed_names(self, names: Sequence[str]) -> None:
+        """Name the classes as a review did (``anomalib-ncd review``); saved in the checkpoint.
+
+        Args:
+            names: one name per class index, in order (at most ``n_classes``; classes appended
+                later by ``add`` keep their default names).
+
+        Raises:
+            ValueError: for more names than classes or an empty name.
+        """
+        names = [str(name).strip() for name in names]
+        if len(names) > self.n_classes:
+            msg = f"{len(names)} class names for {self.n_classes} classes"
+            raise ValueError(msg)
+        if any(not name for name in names):
+            msg = "a class name cannot be empty"
+            raise ValueError(msg)
+        self.reviewed_names = names
 
     @property
     def detector(self) -> AnomalibModule | None:
@@ -394,6 +418,7 @@ class AnomalyNCD(AnomalibModule):
         other.cache, other.labels, other.n_unlabeled = self.cache, self.labels, self.n_unlabeled
         other.mebin = self.mebin
         other.peak_calibration = self.peak_calibration
+        other.reviewed_names = list(self.reviewed_names)
         other.detector = self.detector
         other._object_prior = list(self._object_prior)
         return other
@@ -997,6 +1022,8 @@ class AnomalyNCD(AnomalibModule):
             }
         if self.peak_calibration is not None:
             checkpoint["anomaly_ncd_peak_calibration"] = self.peak_calibration.as_dict()
+        if self.reviewed_names:
+            checkpoint["anomaly_ncd_class_names"] = list(self.reviewed_names)
 
     @classmethod
     def load_from_checkpoint(
@@ -1074,6 +1101,7 @@ class AnomalyNCD(AnomalibModule):
         calibration = checkpoint.get("anomaly_ncd_peak_calibration")
         if calibration is not None:
             self.peak_calibration = PeakCalibration.from_dict(calibration)
+        self.reviewed_names = [str(name) for name in checkpoint.get("anomaly_ncd_class_names", [])]
 
     def settings_dict(self) -> dict[str, Any]:
         """Every setting as plain data (for reports and configs)."""

@@ -269,13 +269,22 @@ class DefectDiscovery:
             return None
         return discovery_metrics(self.assignments_, self.region_table())
 
-    def write_report(self, folder: str | Path, title: str = "defect classes", settings: dict | None = None) -> Path:
+    def write_report(
+        self,
+        folder: str | Path,
+        title: str = "defect classes",
+        settings: dict | None = None,
+        run_id: str = "",
+        detector: str = "",
+    ) -> Path:
         """Write the visual HTML report of the fit set (after :meth:`fit`).
 
         Args:
             folder: the report folder (``index.html`` and its plots).
             title: the report's title.
             settings: configuration shown in the report's appendix (default: the model's settings).
+            run_id: the run the report belongs to (its review panel keeps edits under it).
+            detector: the anomaly detector's name, shown in the header.
 
         Returns:
             The path of ``index.html``.
@@ -284,6 +293,7 @@ class DefectDiscovery:
         from anomalib_ncd.report import write_report
 
         data = discovery_report_data(self, title, self.metrics(), settings or self.model.settings_dict())
+        data.run_id, data.detector = run_id, detector
         return write_report(data, folder)
 
     def region_table(self) -> pd.DataFrame:

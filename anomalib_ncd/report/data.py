@@ -68,6 +68,10 @@ class ReportData:
         object_prior: The run's object prior, if any: its object outline is drawn on each gallery image.
         max_per_class: Thumbnails per class gallery (highest confidence first).
         thumbnail_size: Long side of the thumbnails in pixels.
+        run_id: The run the page shows (``<dataset>/<category>/vN``); the review panel keeps its edits
+            under it and writes it into ``review.json``.
+        detector: The anomaly detector's model class, named in the header.
+        created: When the report was written (ISO 8601, UTC); empty: now.
     """
 
     title: str
@@ -85,6 +89,9 @@ class ReportData:
     object_prior: Any | None = None  # the run's object prior (``mask(image, path)``): outlines in the gallery
     max_per_class: int = 24
     thumbnail_size: int = 128
+    run_id: str = ""  # the run the page belongs to: its review panel saves edits under this name
+    detector: str = ""  # the anomaly detector's model class, named in the header
+    created: str = ""  # when the report was written (ISO 8601); default: now
 
     def __post_init__(self) -> None:
         """Check shapes and cross-references; the tables get a plain ``0 .. n-1`` row index.
@@ -108,6 +115,10 @@ class ReportData:
         _check_positive(self.max_per_class, "max_per_class")
         _check_positive(self.thumbnail_size, "thumbnail_size")
         self._image_root: str | None = None
+        if not self.created:
+            from datetime import datetime, timezone
+
+            self.created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
     def display_name(self, row: int) -> str:
         """An image's path relative to the folder all images share (its type folders included).

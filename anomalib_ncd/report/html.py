@@ -1,7 +1,9 @@
 """Render a :class:`ReportData` as one self-contained HTML page (plus its figures as PNG files).
 
-Every image in ``index.html`` is an inline ``data:`` URI and the CSS is inline, so the page can be
-mailed, archived or opened offline on its own; no JavaScript is used. The figures are also written
+Every image in ``index.html`` is an inline ``data:`` URI and the CSS and the review panel's script
+(``assets/review.js``: rename, merge, move, filter, sort; edits kept in the browser's local storage
+and downloaded as ``review.json``) are inline, so the page can be mailed, archived or opened offline
+on its own: no server, no network. The figures are also written
 next to it as PNG files for slides and papers. All files are written atomically, figures first, so
 a complete ``index.html`` always comes with the figures of the same run.
 """
@@ -89,7 +91,30 @@ h2 .note { font-size: 13px; font-weight: 400; margin: 0; }
 img.plot { display: block; max-width: 100%%; height: auto; }
 details summary { cursor: pointer; font-weight: 600; }
 pre { background: #f0f3f6; padding: 12px; border-radius: 6px; overflow-x: auto; font-size: 12.5px; }
+.path { font-size: 11px; color: #7b8794; overflow-wrap: anywhere; }
+.badge { display: inline-block; font-size: 11px; border-radius: 4px; padding: 0 6px; margin-top: 3px;
+  background: #eef2f6; color: #3e4c59; }
+.review-bar { position: sticky; top: 0; z-index: 5; display: flex; flex-wrap: wrap; align-items: center; gap: 8px 14px;
+  background: #fff; border-radius: 8px; padding: 8px 14px; box-shadow: 0 1px 3px rgba(15, 23, 42, 0.15); }
+.review-bar button { font: inherit; padding: 3px 10px; cursor: pointer; }
+.class-review { display: flex; flex-wrap: wrap; gap: 6px 10px; align-items: center; margin: -4px 0 10px;
+  font-size: 13px; }
+.class-review .final-name, .moved-to { color: #2457a6; font-size: 12px; }
+.card-review { margin-top: 6px; font-size: 12px; }
+.card-review select { max-width: 100%%; font-size: 12px; }
+.card.moved { border-color: #2457a6; background: #f2f6fc; }
+.card.flash { outline: 3px solid #f5a524; }
+.frame img { cursor: zoom-in; }
+#lightbox { position: fixed; inset: 0; z-index: 10; background: rgba(15, 23, 42, 0.85); display: flex;
+  align-items: center; justify-content: center; margin: 0; cursor: zoom-out; }
+#lightbox[hidden] { display: none; }
+#lightbox img { width: min(90vw, 90vh); height: auto; image-rendering: pixelated; background: #fff; }
+#lightbox figcaption { color: #fff; position: absolute; bottom: 16px; }
+svg.embedding circle { cursor: pointer; stroke: #fff; stroke-width: 0.5; }
 """
+
+REVIEW_SCRIPT = "assets/review.js"
+"""The review panel's script, inlined into the page."""
 
 
 def write_report(data: ReportData, folder: str | Path) -> Path:
@@ -145,6 +170,7 @@ def render_html(data: ReportData, figures: Mapping[str, bytes | None]) -> str:
     """
     body = [
         _header(data),
+        _review_bar(),
         _metrics_section(data),
         _figure_section("sizes", "Class sizes", figures.get("class_sizes"), "Bar chart of images per class"),
         _figure_section(
@@ -184,11 +210,42 @@ def render_html(data: ReportData, figures: Mapping[str, bytes | None]) -> str:
             "</head>",
             "<body>",
             *body,
+            _review_data(data),
+            f"<script>{_review_script()}</script>",
             "</body>",
             "</html>",
             "",
         ]
     )
+
+
+def _review_bar() -> str:
+    return (
+        '<div class="review-bar" id="review"><b>Review</b>'
+        '<span id="review-count">0 edits</span>'
+        '<button type="button" id="review-download">Download review.json</button>'
+        '<button type="button" id="review-reset">Reset</button>'
+        '<label>filter <input id="review-filter" type="search" placeholder="file name"></label>'
+        '<label>sort <select id="review-sort"><option value="confidence">confidence</option>'
+        '<option value="anomalyScore">anomaly score</option><option value="unknownScore">unknown score</option>'
+        '<option value="name">file name</option></select></label>'
+        '<span class="note">rename or merge a class at its gallery, move an image with its menu; '
+        "edits stay in this browser; apply them with <code>anomalib-ncd review --run RUN --edits review.json"
+        "</code></span></div>"
+        '<figure id="lightbox" hidden><figcaption></figcaption></figure>'
+    )
+
+
+def _review_data(data: ReportData) -> str:
+    content = {"run": data.run_id or data.title, "classes": [str(name) for name in dict.fromkeys(data.class_names)]}
+    text = json.dumps(content, ensure_ascii=False).replace("</", "<\\/")  # no early end of the script element
+    return f'<script type="application/json" id="review-data">{text}</script>'
+
+
+def _review_script() -> str:
+    from importlib.resources import files
+
+    return files("anomalib_ncd.report").joinpath(REVIEW_SCRIPT).read_text(encoding="utf-8")
 
 
 def _write_figure(path: Path, png: bytes | None) -> None:
@@ -220,19 +277,26 @@ def _class_label(data: ReportData, index: int) -> str:
 
 def _header(data: ReportData) -> str:
     n_whole = int(data.regions["whole_image"].astype(bool).sum())
+    per_class = data.images_per_class()
+    n_empty = int(sum(1 for count in per_class if count == 0))
     stats = [
         ("images", len(data.images)),
         ("regions", len(data.regions)),
-        ("classes", len(data.class_names)),
+        ("classes with images" if n_empty else "classes", len(per_class) - n_empty),
         ("whole-image regions", n_whole),
     ]
+    if n_empty:
+        stats.append(("empty classes", n_empty))
     if "unknown" in data.images.columns:
         stats.append(("unknown images", int(data.images["unknown"].astype(bool).sum())))
     items = "".join(f"<li><b>{value}</b>{escape(label)}</li>" for label, value in stats)
     chips = "".join(
-        f'<a class="chip" href="#class-{index}">{_class_label(data, index)}&nbsp;<b>{count}</b></a>'
-        for index, count in enumerate(data.images_per_class())
+        f'<a class="chip" href="#class-{index}">{_class_label(data, index)}&nbsp;<b>{count or "empty"}</b></a>'
+        for index, count in enumerate(per_class)
     )
+    facts = [f"run {data.run_id}" if data.run_id else "", f"detector {data.detector}" if data.detector else ""]
+    facts.append(f"written {data.created}")
+    subtitle = " &middot; ".join(escape(fact) for fact in facts if fact)
     links = [("metrics", "Metrics"), ("sizes", "Class sizes"), ("embedding", "Embedding"), ("mebin", "MEBin")]
     if "unknown" in data.images.columns:
         links.insert(2, ("unknown", "Unknown"))
@@ -240,7 +304,7 @@ def _header(data: ReportData) -> str:
     return (
         f"<header><h1>{escape(data.title)}</h1>"
         '<p class="sub">Defect-class discovery report: images per predicted class, with region boxes, '
-        "anomaly maps and the largest region of each image.</p>"
+        f"anomaly maps and the largest region of each image (click one to enlarge it).<br>{subtitle}</p>"
         f'<ul class="stats">{items}</ul><div class="chips">images per class: {chips}</div>'
         f"<nav>{nav}</nav></header>"
     )
@@ -326,9 +390,10 @@ def _gallery_sections(data: ReportData) -> Iterable[str]:
 def _gallery_section(data: ReportData, index: int, by_image: Mapping[int, np.ndarray]) -> str:
     members = data.images.loc[data.images["pred_class"].to_numpy() == index]
     heading = f'<h2>{_class_label(data, index)} <span class="note">class {index}</span></h2>'
+    name = escape(str(data.class_names[index]))
     if members.empty:
         return (
-            f'<section id="class-{index}" class="gallery">{heading}'
+            f'<section id="class-{index}" class="gallery" data-class="{name}">{heading}'
             '<p class="note">This class is empty: no image was assigned to it.</p></section>'
         )
     ranked = members.sort_values("confidence", ascending=False, kind="stable", na_position="last")
@@ -338,8 +403,13 @@ def _gallery_section(data: ReportData, index: int, by_image: Mapping[int, np.nda
     if data.object_prior is not None:
         prior = escape(str(getattr(data.object_prior, "name", "")))
         count += f"; yellow line: the object found by the {prior} object prior"
+    if str(data.class_names[index]) == "normal":
+        count += (
+            ". Normal holds two kinds of image, each card says which: nothing found by the detector "
+            "(no region), and regions the model judged over-detections"
+        )
     return (
-        f'<section id="class-{index}" class="gallery">{heading}<p class="note">{count}</p>'
+        f'<section id="class-{index}" class="gallery" data-class="{name}">{heading}<p class="note">{count}</p>'
         f'<div class="grid">{cards}</div></section>'
     )
 
@@ -419,11 +489,29 @@ def _card(data: ReportData, row: int, region_rows: np.ndarray) -> str:
     if is_known(truth):
         facts.append(("ground truth", escape(str(truth))))
     facts_html = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    class_name = str(data.class_names[int(image["pred_class"])])
+    badge = _normal_badge(image) if class_name == "normal" else ""
+    sort_keys = {
+        "confidence": image["confidence"],
+        "anomaly-score": image["anomaly_score"],
+        "unknown-score": image.get("unknown_score"),
+    }
+    attributes = "".join(f' data-{key}="{_number(value, 6)}"' for key, value in sort_keys.items())
     return (
-        f'<figure class="card">{_thumbs_html(_thumbnails(data, row, region_rows), name)}'
+        f'<figure class="card" data-image="{escape(path)}" data-class="{escape(class_name)}"{attributes}>'
+        f"{_thumbs_html(_thumbnails(data, row, region_rows), name)}"
         f'<figcaption class="meta"><div class="name" title="{escape(path)}">{escape(name)}</div>'
+        f'<div class="path">{escape(path)}</div>{badge}'
         f"<dl>{facts_html}</dl></figcaption></figure>"
     )
+
+
+def _normal_badge(image: pd.Series) -> str:
+    """Why an image of the normal class is there: the detector found nothing, or the model said so."""
+    n_regions = int(image["n_regions"]) if _number(image["n_regions"], 0) != "n/a" else 0
+    if str(image.get("path_taken", "")) in ("none", "normal") or n_regions == 0:
+        return '<div class="badge">nothing found by the detector</div>'
+    return '<div class="badge">region judged an over-detection by the model</div>'
 
 
 def _settings_section(data: ReportData) -> str:

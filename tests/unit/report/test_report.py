@@ -82,8 +82,12 @@ def test_report_is_self_contained_with_a_section_per_class(report_data, tmp_path
     assert len(sources) == 4 * 3 + 4  # three thumbnails per image, four figures
     assert all(src.startswith("data:image/") for src in sources)
     assert html.count("<img") == len(sources)
-    for external in ('src="http', 'src="file', 'href="http', "<link", "<script", "url("):
+    external_references = ('src="http', 'src="file', 'href="http', "<link", "<script src", "url(", "fetch(")
+    for external in (*external_references, "XMLHttpRequest"):
         assert external not in html
+    # the review panel's script and its data are inline: the page needs no server and no network
+    assert html.count("<script") == 2
+    assert '<script type="application/json" id="review-data">' in html
 
 
 def test_empty_class_says_so_and_galleries_follow_confidence(report_data, tmp_path):
