@@ -25,7 +25,14 @@ import pandas as pd
 
 from anomalib_ncd.io import atomic_write_path, atomic_write_text
 from anomalib_ncd.report.data import ReportData, is_known
-from anomalib_ncd.report.plots import class_count_plot, class_sizes_plot, embedding_plot, mebin_curves_plot
+from anomalib_ncd.report.plots import (
+    EmbeddingLayout,
+    class_count_plot,
+    class_sizes_plot,
+    embedding_layout,
+    embedding_plot,
+    mebin_curves_plot,
+)
 from anomalib_ncd.report.thumbnails import Thumbnails, class_colour, make_thumbnails
 
 logger = logging.getLogger(__name__)
@@ -110,7 +117,10 @@ pre { background: #f0f3f6; padding: 12px; border-radius: 6px; overflow-x: auto; 
 #lightbox[hidden] { display: none; }
 #lightbox img { width: min(90vw, 90vh); height: auto; image-rendering: pixelated; background: #fff; }
 #lightbox figcaption { color: #fff; position: absolute; bottom: 16px; }
+svg.embedding { max-width: 100%%; height: auto; background: #fbfcfd; border: 1px solid #e1e6eb; }
 svg.embedding circle { cursor: pointer; stroke: #fff; stroke-width: 0.5; }
+svg.embedding circle.picked { stroke: #1f2933; stroke-width: 2.5; r: 7; }
+.card .name { cursor: pointer; }
 """
 
 REVIEW_SCRIPT = "assets/review.js"
@@ -133,37 +143,44 @@ def write_report(data: ReportData, folder: str | Path) -> Path:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    figures = render_figures(data)
+    layout = embedding_layout(data.features)  # once, for the PNG figure and the page's clickable plot
+    figures = render_figures(data, layout)
     for name, png in figures.items():
         _write_figure(folder / FIGURE_FILES[name], png)
     page = folder / REPORT_FILE
-    atomic_write_text(page, render_html(data, figures))
+    atomic_write_text(page, render_html(data, figures, layout))
     return page
 
 
-def render_figures(data: ReportData) -> dict[str, bytes | None]:
+def render_figures(data: ReportData, layout: EmbeddingLayout | None = None) -> dict[str, bytes | None]:
     """Draw the report's figures.
 
     Args:
         data: the report data.
+        layout: the embedding's layout (default: computed from ``data.features``).
 
     Returns:
         ``{figure name: PNG bytes or None}`` keyed like :data:`FIGURE_FILES`.
     """
     return {
         "class_sizes": class_sizes_plot(data.images_per_class(), data.regions_per_class(), data.class_names),
-        "embedding": embedding_plot(data.features, data.regions["pred_class"].to_numpy(), data.class_names),
+        "embedding": embedding_plot(
+            layout if layout is not None else embedding_layout(data.features),
+            data.regions["pred_class"].to_numpy(),
+            data.class_names,
+        ),
         "mebin_curves": mebin_curves_plot(data.mebin_curves),
         "class_count": class_count_plot(data.class_count),
     }
 
 
-def render_html(data: ReportData, figures: Mapping[str, bytes | None]) -> str:
+def render_html(data: ReportData, figures: Mapping[str, bytes | None], layout: EmbeddingLayout | None = None) -> str:
     """The complete page as a string.
 
     Args:
         data: the report data.
         figures: figures from :func:`render_figures`.
+        layout: the embedding's layout: drawn as a clickable plot (a point shows its image).
 
     Returns:
         The HTML document.
@@ -182,13 +199,7 @@ def render_html(data: ReportData, figures: Mapping[str, bytes | None]) -> str:
         ),
         *_gallery_sections(data),
         _unknown_section(data),
-        _figure_section(
-            "embedding",
-            "Region embedding",
-            figures.get("embedding"),
-            "2-D embedding of the region features, coloured by class",
-            missing="No embedding: region features were not given, or there are fewer than 5 regions.",
-        ),
+        _embedding_section(data, layout, figures.get("embedding")),
         _figure_section(
             "mebin",
             "MEBin threshold sweeps",
@@ -371,6 +382,46 @@ def _figure_section(anchor: str, title: str, png: bytes | None, alt: str, missin
         uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         content = f'<img class="plot" src="{uri}" alt="{escape(alt)}">'
     return f'<section id="{anchor}"><h2>{escape(title)}</h2>{content}</section>'
+
+
+def _embedding_section(data: ReportData, layout: EmbeddingLayout | None, png: bytes | None) -> str:
+    """The region embedding as an inline SVG: a point names its image, a click shows it in its gallery."""
+    if layout is None:
+        return _figure_section(
+            "embedding",
+            "Region embedding",
+            png,
+            "2-D embedding of the region features, coloured by class",
+            missing="No embedding: region features were not given, or there are fewer than 5 regions.",
+        )
+    width, height, margin = 720.0, 480.0, 12.0
+    low, high = layout.points.min(axis=0), layout.points.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    scaled = margin + (layout.points - low) / span * np.array([width - 2 * margin, height - 2 * margin])
+    circles = []
+    for row, (x, y) in zip(layout.rows, scaled, strict=True):
+        region = data.regions.iloc[int(row)]
+        path = str(data.images.at[int(region["image_index"]), "image_path"])
+        class_index = int(region["pred_class"])
+        red, green, blue = class_colour(class_index)
+        title = f"{data.class_names[class_index]}: {path}"
+        circles.append(
+            f'<circle cx="{x:.1f}" cy="{height - y:.1f}" r="4" fill="rgb({red},{green},{blue})" '
+            f'data-image="{escape(path)}"><title>{escape(title)}</title></circle>'
+        )
+    shown = str(layout.n_regions)
+    if len(layout.rows) < layout.n_regions:
+        shown = f"{len(layout.rows)} of {shown}"
+    legend = " ".join(f'<span class="chip">{_class_label(data, i)}</span>' for i in range(len(data.class_names)))
+    return (
+        '<section id="embedding"><h2>Region embedding</h2>'
+        f'<p class="note">{escape(layout.method)} of the region features ({shown} regions), coloured by class: '
+        "hover a point for its image, click it to see the image in its gallery; the image's points are "
+        f'outlined when you click its name in a gallery.</p><div class="chips">{legend}</div>'
+        f'<svg id="embedding-points" class="embedding" viewBox="0 0 {width:.0f} {height:.0f}" '
+        f'width="{width:.0f}" height="{height:.0f}" role="img" aria-label="region embedding">'
+        f"{''.join(circles)}</svg></section>"
+    )
 
 
 def _regions_by_image(regions: pd.DataFrame) -> dict[int, np.ndarray]:

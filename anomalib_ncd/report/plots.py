@@ -11,6 +11,7 @@ import io
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -130,25 +131,57 @@ def _tsne(values: np.ndarray) -> np.ndarray:
         return tsne.fit_transform(values)
 
 
+@dataclass(frozen=True)
+class EmbeddingLayout:
+    """The 2-D layout of the region features, computed once for the PNG figure and the page's SVG.
+
+    Attributes:
+        rows: the region rows shown (all, or a seeded subsample of large sets).
+        points: ``(len(rows), 2)`` coordinates.
+        method: ``"t-SNE"`` or ``"PCA"``.
+        n_regions: regions in the run.
+    """
+
+    rows: np.ndarray
+    points: np.ndarray
+    method: str
+    n_regions: int
+
+
+def embedding_layout(features: np.ndarray | None) -> EmbeddingLayout | None:
+    """Lay the region features out in 2-D.
+
+    Args:
+        features: ``(R, D)`` region features, or ``None``.
+
+    Returns:
+        The layout, or ``None`` without features or with fewer than :data:`MIN_EMBEDDING_POINTS` regions.
+    """
+    if features is None or len(features) < MIN_EMBEDDING_POINTS:
+        return None
+    keep = subsample_indices(len(features))
+    points, method = embed_2d(np.asarray(features)[keep])
+    return EmbeddingLayout(rows=np.asarray(keep), points=points, method=method, n_regions=len(features))
+
+
 def embedding_plot(
-    features: np.ndarray | None,
+    layout: EmbeddingLayout | None,
     classes: Sequence[int] | np.ndarray,
     class_names: Sequence[str],
 ) -> bytes | None:
     """Scatter plot of the region features in 2-D, coloured by predicted class.
 
     Args:
-        features: ``(R, D)`` region features, or ``None``.
+        layout: the layout from :func:`embedding_layout`, or ``None``.
         classes: predicted class of each region.
         class_names: display name of each class index.
 
     Returns:
-        PNG bytes, or ``None`` without features or with fewer than :data:`MIN_EMBEDDING_POINTS` regions.
+        PNG bytes, or ``None`` without a layout.
     """
-    if features is None or len(features) < MIN_EMBEDDING_POINTS:
+    if layout is None:
         return None
-    keep = subsample_indices(len(features))
-    points, method = embed_2d(np.asarray(features)[keep])
+    keep, points, method, n_regions = layout.rows, layout.points, layout.method, layout.n_regions
     labels = np.asarray(classes, dtype=np.int64)[keep]
     figure = _figure(7.5, 5.5)
     axes = figure.add_subplot()
@@ -163,7 +196,7 @@ def embedding_plot(
             linewidths=0,
             label=f"{class_names[index]} ({int(chosen.sum())})",
         )
-    shown = f"{len(keep)} of {len(features)}" if len(keep) < len(features) else f"{len(keep)}"
+    shown = f"{len(keep)} of {n_regions}" if len(keep) < n_regions else f"{len(keep)}"
     axes.set_title(f"Region features ({method}, {shown} regions)")
     axes.set_xticks([])
     axes.set_yticks([])

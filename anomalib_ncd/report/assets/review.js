@@ -126,6 +126,7 @@
       card.querySelectorAll(".frame img").forEach(function (image) {
         image.addEventListener("click", function () { enlarge(image); });
       });
+      card.querySelector(".name").addEventListener("click", function () { pickPoints(card.dataset.image); });
     });
   }
 
@@ -165,6 +166,18 @@
     document.body.appendChild(link);
     link.click();
     link.remove();
+  }
+
+  // the reverse of a point click: outline the image's points in the embedding and scroll there
+  function pickPoints(path) {
+    var points = document.querySelectorAll("#embedding-points circle");
+    var picked = null;
+    points.forEach(function (point) {
+      var match = point.dataset.image === path;
+      point.classList.toggle("picked", match);
+      if (match) { picked = point; }
+    });
+    if (picked) { picked.parentNode.appendChild(picked); picked.scrollIntoView({ block: "center" }); }
   }
 
   function pointClicked(event) {

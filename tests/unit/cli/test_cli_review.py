@@ -162,6 +162,11 @@ def test_the_review_loop_in_a_real_browser(discovered, tmp_path):
         card.locator("select.move").select_option("normal")
         assert page.locator("#review-count").text_content() == "3 edits"
         assert "moved to normal" in card.text_content()
+        point = page.locator(f'#embedding-points circle[data-image="{moved}"]').first
+        point.click()  # a point shows its image in its gallery
+        assert page.locator(f'.card.flash[data-image="{moved}"]').count() >= 1
+        card.locator(".name").click()  # and the reverse: the image's points are outlined
+        assert page.locator(f'#embedding-points circle.picked[data-image="{moved}"]').count() >= 1
         page.fill("#review-filter", "no such image")
         assert page.locator(".card:visible").count() == 0
         page.fill("#review-filter", "")

@@ -79,7 +79,8 @@ def test_report_is_self_contained_with_a_section_per_class(report_data, tmp_path
         assert f'id="class-{index}"' in html
     assert html.count('class="gallery"') == 3
     sources = IMG_SRC.findall(html)
-    assert len(sources) == 4 * 3 + 4  # three thumbnails per image, four figures
+    assert len(sources) == 4 * 3 + 3  # three thumbnails per image, three figures (the embedding is an SVG)
+    assert html.count("<circle") == len(report_data.regions)  # one clickable point per region
     assert all(src.startswith("data:image/") for src in sources)
     assert html.count("<img") == len(sources)
     external_references = ('src="http', 'src="file', 'href="http', "<link", "<script src", "url(", "fetch(")
@@ -102,7 +103,7 @@ def test_empty_class_says_so_and_galleries_follow_confidence(report_data, tmp_pa
 def test_max_per_class_limits_the_gallery(make_report_data, tmp_path):
     html = write_report(make_report_data(max_per_class=1), tmp_path / "report").read_text(encoding="utf-8")
     assert html.count("showing 1 of 2 images") == 2
-    assert len(IMG_SRC.findall(html)) == 2 * 3 + 4
+    assert len(IMG_SRC.findall(html)) == 2 * 3 + 3
 
 
 def test_text_is_escaped(make_report_data, tmp_path):
@@ -143,7 +144,7 @@ def test_unreadable_image_gives_a_placeholder_not_a_failure(make_report_data, tm
     images.loc[1, "image_path"] = str(tmp_path / "gone.png")
     html = write_report(make_report_data(images=images), tmp_path / "report").read_text(encoding="utf-8")
     assert "image not found" in html
-    assert len(IMG_SRC.findall(html)) == 3 * 3 + 4
+    assert len(IMG_SRC.findall(html)) == 3 * 3 + 3
 
 
 # --- files ----------------------------------------------------------------------------------------
