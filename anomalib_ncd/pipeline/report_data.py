@@ -54,7 +54,18 @@ def discovery_report_data(
         settings=config,
         class_count=None if discovery.class_count_ is None else discovery.class_count_.as_dict(),
         object_prior=discovery.model.object_prior,
+        unknown_threshold=_finite_or_none(float(discovery.model.unknown_image_threshold)),
     )
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+def _short_path(path: str) -> str:
+    """The image's folder and file name (``crack/000.png``): datasets reuse file names across types."""
+    parts = Path(path).parts
+    return "/".join(parts[-2:])
 
 
 def overlay_range(regions_set: RegionSet) -> tuple[float, float]:
@@ -101,7 +112,7 @@ def mebin_curves(discovery: DefectDiscovery, n_curves: int = N_MEBIN_CURVES) -> 
     thresholds = regions_set.mebin.thresholds
     return [
         {
-            "image": Path(regions_set.map_set.image_paths[index]).name,
+            "image": _short_path(regions_set.map_set.image_paths[index]),
             "count_sequence": results[index].count_sequence,
             "thresholds": thresholds[: len(results[index].count_sequence)],
             "stable_interval": results[index].stable_interval,

@@ -72,6 +72,8 @@ class ReportData:
             under it and writes it into ``review.json``.
         detector: The anomaly detector's model class, named in the header.
         created: When the report was written (ISO 8601, UTC); empty: now.
+        unknown_threshold: The image unknown score above which an image is flagged unknown (shown
+            beside each score); ``None`` when not calibrated.
     """
 
     title: str
@@ -92,6 +94,7 @@ class ReportData:
     run_id: str = ""  # the run the page belongs to: its review panel saves edits under this name
     detector: str = ""  # the anomaly detector's model class, named in the header
     created: str = ""  # when the report was written (ISO 8601); default: now
+    unknown_threshold: float | None = None  # image unknown scores above it are flagged unknown
 
     def __post_init__(self) -> None:
         """Check shapes and cross-references; the tables get a plain ``0 .. n-1`` row index.

@@ -359,7 +359,7 @@ def _confusion_html(data: ReportData) -> str:
     frame = _confusion_frame(data)
     if frame is None or frame.empty:
         return ""
-    head = "".join(f"<th>{escape(str(column))}</th>" for column in frame.columns)
+    head = "".join(f"<th>{escape(_cluster_heading(data, column))}</th>" for column in frame.columns)
     rows = []
     for label, counts in frame.iterrows():
         # Matched clusters are named after their class, so a match is where the labels agree.
@@ -369,10 +369,24 @@ def _confusion_html(data: ReportData) -> str:
         )
         rows.append(f'<tr><th class="row">{escape(str(label))}</th>{cells}</tr>')
     return (
-        '<h3>Image-level confusion</h3><p class="note">Rows: true defect types; columns: predicted clusters '
-        "(matched clusters first, so matches lie on the diagonal).</p>"
+        '<h3>Image-level confusion</h3><p class="note">Rows: true defect types; columns: the classes of the '
+        "galleries, each with the true type it was matched to (matched classes first, so matches lie on the "
+        "diagonal).</p>"
         f'<table><tr><th class="row">true \\ cluster</th>{head}</tr>{"".join(rows)}</table>'
     )
+
+
+def _cluster_heading(data: ReportData, column: object) -> str:
+    """A confusion column by the gallery's class name, with its matched true type: ``novel_2 = crack``."""
+    stored = (data.metrics or {}).get("image", {})
+    mapping = stored.get("mapping", {}) if isinstance(stored, Mapping) else {}
+    cluster_of_type = {str(kind): str(cluster) for cluster, kind in mapping.items() if kind is not None}
+    text = str(column)
+    if text in cluster_of_type:
+        return f"{cluster_of_type[text]} = {text}"
+    if text.startswith("cluster ") and text.endswith(" (unmatched)"):
+        return f"{text[len('cluster ') : -len(' (unmatched)')]} (unmatched)"
+    return text
 
 
 def _figure_section(anchor: str, title: str, png: bytes | None, alt: str, missing: str = "") -> str:
@@ -530,12 +544,13 @@ def _card(data: ReportData, row: int, region_rows: np.ndarray) -> str:
     name = data.display_name(row)  # the type folders too: datasets reuse file names across types
     facts = [
         ("confidence", _number(image["confidence"])),
-        ("anomaly score", _number(image["anomaly_score"])),
+        ("anomaly score", _number(image["anomaly_score"]) + _rank_note(data, row)),
         ("regions", _number(image["n_regions"], 0)),
     ]
     if "unknown_score" in image.index:
         flag = " (unknown)" if bool(image.get("unknown", False)) else ""
-        facts.append(("unknown score", _number(image["unknown_score"]) + flag))
+        threshold = "" if data.unknown_threshold is None else f" / threshold {_number(data.unknown_threshold)}"
+        facts.append(("unknown score", _number(image["unknown_score"]) + threshold + flag))
     truth = image.get("defect_type")
     if is_known(truth):
         facts.append(("ground truth", escape(str(truth))))
@@ -555,6 +570,16 @@ def _card(data: ReportData, row: int, region_rows: np.ndarray) -> str:
         f'<div class="path">{escape(path)}</div>{badge}'
         f"<dl>{facts_html}</dl></figcaption></figure>"
     )
+
+
+def _rank_note(data: ReportData, row: int) -> str:
+    """Where the image's detector score ranks in the run (raw scores have the detector's own units)."""
+    scores = pd.to_numeric(data.images["anomaly_score"], errors="coerce")
+    value = scores.iloc[row]
+    if pd.isna(value) or scores.notna().sum() < 2:
+        return ""
+    higher = int((scores > value).sum())
+    return f" (top {100.0 * (higher + 1) / int(scores.notna().sum()):.0f}%)"
 
 
 def _normal_badge(image: pd.Series) -> str:

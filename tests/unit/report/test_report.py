@@ -120,6 +120,11 @@ def test_ground_truth_metrics_and_confusion_are_shown(report_data, tmp_path):
     for heading in ("NMI", "ARI", "F1", ">image<", ">region<", "Image-level confusion"):
         assert heading in metrics
     assert 'class="diag"' in metrics
+    # columns named as the galleries name the classes, each with the true type it was matched to
+    mapping = report_data.metrics["image"]["mapping"]
+    for cluster, kind in mapping.items():
+        if kind is not None:
+            assert f"<th>{cluster} = {kind}</th>" in metrics
     assert "<dt>ground truth</dt><dd>crack</dd>" in html
     assert "not available" not in html
 
@@ -264,3 +269,14 @@ def test_display_names_keep_the_type_folders():
     )  # fmt: skip
     data = ReportData("t", images, regions, [np.zeros((4, 4), np.float32)] * 2, (0.0, 1.0), ["normal", "novel_1"])
     assert [data.display_name(i) for i in range(2)] == ["MT_Blowhole/Imgs/a.jpg", "MT_Free/Imgs/a.jpg"]
+
+
+def test_scores_are_read_against_the_run_and_the_threshold(make_report_data, tmp_path):
+    """Raw detector scores get their rank in the run; unknown scores their threshold; the header its facts."""
+    data = make_report_data(unknown_threshold=0.25, run_id="synthetic/brick/v3", detector="Patchcore")
+    html = write_report(data, tmp_path / "report").read_text(encoding="utf-8")
+    assert "(top 33%)" in html  # the highest of three finite anomaly scores
+    if "unknown_score" in data.images:
+        assert "/ threshold 0.250" in html
+    header = html[: html.index("</header>")]
+    assert "run synthetic/brick/v3" in header and "detector Patchcore" in header and "written 20" in header
