@@ -111,7 +111,7 @@ def test_text_is_escaped(make_report_data, tmp_path):
     assert "&lt;b&gt;run&lt;/b&gt; &amp; co" in html
     assert "<b>run</b>" not in html
     assert "a&amp;b &lt;odd&gt;.png" in html
-    assert "&quot;/tmp/&lt;root&gt;&quot;" in html  # settings appendix
+    assert "&#34;/tmp/&lt;root&gt;&#34;" in html  # settings appendix (Jinja2 escapes quotes as &#34;)
 
 
 def test_ground_truth_metrics_and_confusion_are_shown(report_data, tmp_path):
@@ -185,7 +185,7 @@ def test_failed_render_keeps_the_previous_page(make_report_data, tmp_path, monke
     def broken(*args, **kwargs):
         raise RuntimeError("renderer crashed")
 
-    monkeypatch.setattr("anomalib_ncd.report.html._settings_section", broken)
+    monkeypatch.setattr("anomalib_ncd.report.html._metrics", broken)
     with pytest.raises(RuntimeError):
         write_report(make_report_data(title="new"), folder)
     assert page.read_text(encoding="utf-8") == before
