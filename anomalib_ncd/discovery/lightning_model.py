@@ -66,6 +66,8 @@ from anomalib_ncd.regions.soft import (
 if TYPE_CHECKING:
     from anomalib_ncd.priors import ObjectPrior
 
+LIGHTNING_DEFAULT_MAX_EPOCHS = 1000  # what Trainer runs when neither max_epochs nor max_steps is given
+
 logger = logging.getLogger(__name__)
 
 NOT_OURS = (
@@ -315,12 +317,7 @@ class AnomalyNCD(AnomalibModule):
         self.register_buffer("unknown_image_threshold", torch.tensor(float("nan")))
         # descriptors of the training regions for the "knn" score (empty for the prototype scores)
         self.register_buffer("novelty_bank", torch.zeros(0, 0))
-        self._teacher_temperatures = teacher_temperature_schedule(
-            self.training_settings.epochs,
-            min(self.training_settings.warmup_teacher_epochs, self.training_settings.epochs),
-            self.training_settings.warmup_teacher_temperature,
-            self.training_settings.teacher_temperature,
-        )
+        self._teacher_temperatures = self._teacher_schedule(self.training_settings.epochs)
         self._epoch_head_losses: list[torch.Tensor] = []
         self._epoch_draws: list[Any] = []  # the training set and sampler: their draws follow the epoch
         self.cache: ViewCache | None = None
@@ -447,8 +444,47 @@ class AnomalyNCD(AnomalibModule):
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        """Epoch count from the training settings; no validation loop (the set is unlabeled)."""
-        return {"max_epochs": self.training_settings.epochs, "num_sanity_val_steps": 0, "limit_val_batches": 0}
+        """No validation loop (the set is unlabeled).
+
+        The epoch count is not forced here (anomalib's Engine would put it over the user's
+        ``max_epochs``): :meth:`setup` takes the trainer's ``max_epochs`` when one was given, else
+        ``training.epochs``.
+        """
+        return {"num_sanity_val_steps": 0, "limit_val_batches": 0}
+
+    def setup(self, stage: str) -> None:
+        """Settle the fit's epoch count before the optimiser's schedule is made from it.
+
+        ``Engine(max_epochs=5).fit(model)`` trains 5 epochs; with no ``max_epochs`` (Lightning's
+        default of 1000 when neither ``max_epochs`` nor ``max_steps`` is set) the model's
+        ``training.epochs``. The cosine learning rate and the teacher temperature follow that count.
+
+        Args:
+            stage: Lightning's stage (``fit``, ``predict``...).
+        """
+        super().setup(stage)
+        if stage != "fit" or self._trainer is None:
+            return
+        loop = self.trainer.fit_loop
+        if loop.max_epochs in (None, -1, LIGHTNING_DEFAULT_MAX_EPOCHS) and self.trainer.max_steps == -1:
+            loop.max_epochs = self.training_settings.epochs
+        self._teacher_temperatures = self._teacher_schedule(int(loop.max_epochs))
+
+    def _teacher_schedule(self, epochs: int) -> np.ndarray:
+        settings = self.training_settings
+        return teacher_temperature_schedule(
+            epochs,
+            min(settings.warmup_teacher_epochs, epochs),
+            settings.warmup_teacher_temperature,
+            settings.teacher_temperature,
+        )
+
+    @property
+    def fit_epochs(self) -> int:
+        """The epochs of the current fit: the trainer's once :meth:`setup` settled them, else ``training.epochs``."""
+        if self._trainer is not None and self.trainer.max_epochs not in (None, -1):
+            return int(self.trainer.max_epochs)
+        return self.training_settings.epochs
 
     # ----------------------------------------------------------------- data
 
@@ -589,7 +625,7 @@ class AnomalyNCD(AnomalibModule):
         )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer,
-            T_max=max(settings.epochs, 1),
+            T_max=max(self.fit_epochs, 1),
             eta_min=lr * settings.min_lr_ratio,
         )
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

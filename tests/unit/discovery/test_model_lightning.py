@@ -9,7 +9,7 @@ import torch
 from anomalib import LearningType
 from anomalib.data import ImageBatch
 from anomalib.models import AnomalibModule
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import Callback, Trainer, seed_everything
 
 import anomalib_ncd
 from anomalib_ncd.discovery.batch import DiscoveryBatch
@@ -111,7 +111,7 @@ def test_is_an_anomalib_module_exported_by_the_package():
     # anomalib's Engine.fit runs a training loop for one-class models only
     assert model.learning_type == LearningType.ONE_CLASS
     arguments = model.trainer_arguments
-    assert arguments["max_epochs"] == 7
+    assert "max_epochs" not in arguments  # anomalib's Engine would put it over the user's max_epochs
     assert arguments["num_sanity_val_steps"] == 0
     assert arguments["limit_val_batches"] == 0
     assert model.network is model.model
@@ -458,13 +458,21 @@ def test_resumed_training_is_bit_identical_to_an_uninterrupted_run(tmp_path):
 
     regions = region_list(n_defects=8, n_whole=2)
 
+    class KilledAfterFirstEpoch(Callback):
+        """The process dies after epoch 1 of the same 3-epoch fit (its schedule is the full fit's)."""
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.should_stop = True
+
     def trained(epochs, resume=None, checkpoint_dir=None):
         seed_everything(0)
         model = make_model(epochs=3)
         model.prepare(regions)
         callbacks = [ModelCheckpoint(dirpath=checkpoint_dir, save_last=True)] if checkpoint_dir else []
+        if epochs < 3:
+            callbacks.append(KilledAfterFirstEpoch())
         trainer = Trainer(
-            max_epochs=epochs,
+            max_epochs=3,
             accelerator="cpu",
             logger=False,
             enable_checkpointing=bool(checkpoint_dir),
@@ -484,3 +492,19 @@ def test_resumed_training_is_bit_identical_to_an_uninterrupted_run(tmp_path):
         assert torch.equal(value, resumed.state_dict()[name]), name
     expected, got = uninterrupted.discover(), resumed.discover()
     np.testing.assert_array_equal(expected.region_probabilities, got.region_probabilities)
+
+
+@pytest.mark.parametrize(("engine_epochs", "expected"), [(2, 2), (None, 3)])
+def test_engine_max_epochs_is_honoured(scene, tmp_path, engine_epochs, expected):
+    """``Engine(max_epochs=2).fit(model)`` trains 2 epochs; without it, the model's ``training.epochs``."""
+    from anomalib.engine import Engine
+
+    seed_everything(0, verbose=False)
+    model = make_model(epochs=3)
+    model.prepare(scene["regions"])
+    options = {} if engine_epochs is None else {"max_epochs": engine_epochs}
+    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False, **options)
+    engine.fit(model)
+    assert engine.trainer.current_epoch == expected
+    assert model.lr_schedulers().T_max == expected  # the cosine follows the epochs trained
+    assert len(model._teacher_temperatures) == expected
