@@ -382,6 +382,7 @@ def _card(data: ReportData, row: int, region_rows: np.ndarray) -> dict[str, Any]
         ]
     return {
         "path": str(image["image_path"]),
+        "file_uri": _file_uri(str(image["image_path"])),
         "name": data.display_name(row),  # the type folders too: datasets reuse file names across types
         "class_name": class_name,
         "confidence_key": _number(image["confidence"], 6),
@@ -392,6 +393,12 @@ def _card(data: ReportData, row: int, region_rows: np.ndarray) -> dict[str, Any]
         "badge": _normal_badge(image) if class_name == "normal" else "",
         "facts": facts,
     }
+
+
+def _file_uri(path: str) -> str:
+    """The image file as a ``file://`` URI (the lightbox's full resolution; empty for a relative path)."""
+    candidate = Path(path)
+    return candidate.as_uri() if candidate.is_absolute() else ""
 
 
 def _rank_note(data: ReportData, row: int) -> str:

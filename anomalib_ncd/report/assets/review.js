@@ -124,21 +124,28 @@
         save();
       });
       card.querySelectorAll(".frame img").forEach(function (image) {
-        image.addEventListener("click", function () { enlarge(image); });
+        image.addEventListener("click", function () { enlarge(image, card.dataset.full); });
       });
       card.querySelector(".name").addEventListener("click", function () { pickPoints(card.dataset.image); });
     });
   }
 
-  function enlarge(image) {
+  // the image itself at full resolution when it is on this disk (thin scratches), else the thumbnail
+  function enlarge(image, full) {
     var box = document.getElementById("lightbox");
     var large = box.querySelector("img");
     if (!large) {  // made on first use: an empty image would count as a broken one
       large = document.createElement("img");
       box.insertBefore(large, box.firstChild);
     }
-    large.src = image.src;
-    box.querySelector("figcaption").textContent = image.alt;
+    var caption = box.querySelector("figcaption");
+    large.onerror = function () {
+      large.onerror = null;
+      large.src = image.src;
+      caption.textContent = image.alt + " (the image file is not on this machine: thumbnail)";
+    };
+    large.src = full || image.src;
+    caption.textContent = full ? "full resolution: " + decodeURI(full.replace("file://", "")) : image.alt;
     box.hidden = false;
   }
 

@@ -141,6 +141,8 @@ def _browser():
 
 def test_the_review_loop_in_a_real_browser(discovered, tmp_path):
     """Rename, merge and move in the report with clicks, download review.json, reload, apply it."""
+    from tests.unit.cli.conftest import SHAPE
+
     sync_playwright, executable = _browser()
     run = discovered["run"]
     assignments = pd.read_csv(run / "assignments.csv")
@@ -167,6 +169,14 @@ def test_the_review_loop_in_a_real_browser(discovered, tmp_path):
         assert page.locator(f'.card.flash[data-image="{moved}"]').count() >= 1
         card.locator(".name").click()  # and the reverse: the image's points are outlined
         assert page.locator(f'#embedding-points circle.picked[data-image="{moved}"]').count() >= 1
+        card.locator(".frame img").first.click()  # enlarge: the image file itself, at full resolution
+        large = "document.querySelector('#lightbox img')"
+        page.wait_for_function(f"{large} && {large}.complete && {large}.naturalWidth > 0")
+        size = page.evaluate(f"[{large}.naturalWidth, {large}.naturalHeight]")
+        assert tuple(size) == (SHAPE[1], SHAPE[0])  # the file's own size (the thumbnail's would be smaller)
+        assert page.locator("#lightbox").is_visible()
+        page.locator("#lightbox").click()
+        assert not page.locator("#lightbox").is_visible()
         page.fill("#review-filter", "no such image")
         assert page.locator(".card:visible").count() == 0
         page.fill("#review-filter", "")
