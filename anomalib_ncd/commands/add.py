@@ -26,15 +26,15 @@ import numpy as np
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml
 from anomalib_ncd.commands.predict import (
     CHECKPOINT,
-    RUN_COMMANDS,
     RunDetector,
+    completed_run,
     list_images,
     load_run_model,
     maps_of_images,
 )
 from anomalib_ncd.data.image_io import check_image_sizes
 from anomalib_ncd.io import atomic_write_text
-from anomalib_ncd.results import mark_latest, next_version_dir, read_run_state, resolve_run, write_run_state
+from anomalib_ncd.results import mark_latest, next_version_dir, write_run_state
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,11 +86,7 @@ def add(
     if n_new_classes != "auto" and n_new_classes < 0:
         msg = f"n_new_classes must be 'auto' or >= 0, got {n_new_classes}"
         raise ValueError(msg)
-    run_dir = resolve_run(run)
-    state = read_run_state(run_dir)
-    if state.get("command") not in RUN_COMMANDS or not state.get("complete"):
-        msg = f"{run_dir} is not a completed discover run"
-        raise ValueError(msg)
+    run_dir, state = completed_run(run)
     if not (run_dir / MAPS_FOLDER / "index.csv").is_file():
         msg = f"{run_dir} has no saved maps ({MAPS_FOLDER}/index.csv): the new-kind threshold needs the earlier regions"
         raise FileNotFoundError(msg)

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomalib_ncd.commands.predict import RUN_COMMANDS
+from anomalib_ncd.commands.predict import completed_run
 from anomalib_ncd.io import atomic_write_text
-from anomalib_ncd.results import read_run_state, resolve_run
 
 INDEX_FILE = "index.csv"
 _UNSAFE = re.compile(r"[^\w.\- ]+")
@@ -45,11 +44,7 @@ def export(run: str, to: str, link: bool = False) -> Path:
         ValueError: when ``run`` is not a completed run, or ``to`` already holds an export.
         FileNotFoundError: when an image of the run is missing.
     """
-    run_dir = resolve_run(run)
-    state = read_run_state(run_dir)
-    if state.get("command") not in RUN_COMMANDS or not state.get("complete"):
-        msg = f"{run_dir} is not a completed discover, add or review run"
-        raise ValueError(msg)
+    run_dir, _ = completed_run(run)
     target = Path(to)
     if (target / INDEX_FILE).exists():
         msg = f"{target} already holds an export ({INDEX_FILE}); choose an empty folder"

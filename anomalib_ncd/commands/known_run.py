@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomalib_ncd.commands.predict import CHECKPOINT, RUN_COMMANDS, load_run_model
+from anomalib_ncd.commands.predict import CHECKPOINT, completed_run, load_run_model
 from anomalib_ncd.discovery.novelty import UNKNOWN
 from anomalib_ncd.regions.crops import Region
-from anomalib_ncd.results import read_run_state
 
 NOT_A_KIND = ("normal", UNKNOWN)
 
@@ -35,10 +34,7 @@ def known_regions_of_run(run_dir: Path) -> tuple[list[Region], list[int], list[s
     from anomalib_ncd.maps.folder import load_map_folder
     from anomalib_ncd.regions.extract import read_set_image
 
-    state = read_run_state(run_dir)
-    if state.get("command") not in RUN_COMMANDS or not state.get("complete"):
-        msg = f"--known {run_dir}: not a completed discover, add or review run"
-        raise ValueError(msg)
+    run_dir, _ = completed_run(run_dir)
     needed = [run_dir / "regions.csv", run_dir / "maps" / "index.csv", run_dir / CHECKPOINT]
     missing = [str(path.relative_to(run_dir)) for path in needed if not path.is_file()]
     if missing:

@@ -82,11 +82,7 @@ def predict(
             is unusable (corrupt, not a checkpoint, or needing types outside the allow-list).
     """
     arguments = dict(locals())
-    run_dir = resolve_run(run)
-    state = read_run_state(run_dir)
-    if state.get("command") not in RUN_COMMANDS or not state.get("complete"):
-        msg = f"{run_dir} is not a completed discover run"
-        raise ValueError(msg)
+    run_dir, state = completed_run(run)
     image_files = list_images(images)
     check_image_sizes(image_files)
     model = load_run_model(run_dir)  # before the detector runs: a bad run checkpoint fails fast
@@ -145,6 +141,26 @@ def list_images(images: str | Path) -> list[Path]:
         msg = f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}"
         raise ValueError(msg)
     return files
+
+
+def completed_run(run: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A finished run that holds a discovery model (``discover``, ``add`` or ``review``), and its state.
+
+    Args:
+        run: the run folder or its ``latest`` link.
+
+    Returns:
+        ``(run folder, run.json's content)``.
+
+    Raises:
+        ValueError: when the run did not complete or is not one of those commands.
+    """
+    run_dir = resolve_run(run)
+    state = read_run_state(run_dir)
+    if state.get("command") not in RUN_COMMANDS or not state.get("complete"):
+        msg = f"{run_dir} is not a completed discover, add or review run"
+        raise ValueError(msg)
+    return run_dir, state
 
 
 def load_run_model(run_dir: Path) -> AnomalyNCD:

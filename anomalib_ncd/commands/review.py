@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml
-from anomalib_ncd.commands.predict import CHECKPOINT, RUN_COMMANDS, load_run_model
+from anomalib_ncd.commands.predict import CHECKPOINT, completed_run, load_run_model
 from anomalib_ncd.discovery.novelty import UNKNOWN
 from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.results import (
@@ -36,7 +36,6 @@ from anomalib_ncd.results import (
     next_version_dir,
     read_run_state,
     remove_run_dir,
-    resolve_run,
     run_id,
     write_run_state,
 )
@@ -67,11 +66,7 @@ def review(run: str, edits: str, report: bool = True) -> Path:
         ValueError: when ``run`` is not a completed run.
     """
     arguments = dict(locals())
-    run_dir = resolve_run(run)
-    state = read_run_state(run_dir)
-    if state.get("command") not in RUN_COMMANDS or not state.get("complete"):
-        msg = f"{run_dir} is not a completed discover, add or review run"
-        raise ValueError(msg)
+    run_dir, state = completed_run(run)
     review_edits = ReviewEdits.read(edits)
     if review_edits.run and review_edits.run != run_id(run_dir):
         logger.warning("the edits were made on run %s; applying them to %s", review_edits.run, run_id(run_dir))
