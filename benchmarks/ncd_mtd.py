@@ -169,6 +169,8 @@ def seeded_model(args: argparse.Namespace, **overrides: Any) -> AnomalyNCD:
     pl.seed_everything(args.seed, verbose=False)
     if getattr(args, "anchor", None) is not None:
         overrides = {"anchor": args.anchor == "on"} | overrides
+    if getattr(args, "guidance", None) is not None:
+        overrides = {"guidance": {"mode": args.guidance}} | overrides
     return AnomalyNCD(
         n_novel_classes=args.n_classes,
         backbone=CPU_BACKBONE,
@@ -327,6 +329,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--anchor", choices=("on", "off"), default=None, help="AnomalyNCD anchor (default: the model's)"
+    )
+    parser.add_argument(
+        "--guidance",
+        choices=("none", "hard", "soft", "soft_rgf", "balanced"),
+        default=None,
+        help="guidance mode of ours (default: the model's)",
     )
     parser.add_argument("--known-neu", type=int, default=0, help="also run ours with N NEU-DET images per type known")
     parser.add_argument("--neu-det", type=Path, default=DEFAULT_MTD.parent / "neu-det")
