@@ -365,8 +365,10 @@ def _card(data: ReportData, row: int, region_rows: np.ndarray) -> dict[str, Any]
     ]
     if "unknown_score" in image.index:
         flag = " (unknown)" if bool(image.get("unknown", False)) else ""
-        threshold = "" if data.unknown_threshold is None else f" / threshold {_number(data.unknown_threshold)}"
-        facts.append(("unknown score", _number(image["unknown_score"]) + threshold + flag))
+        score = _number(image["unknown_score"])
+        shown = data.unknown_threshold is not None and score != "n/a"
+        threshold = f" / threshold {_number(data.unknown_threshold)}" if shown else ""
+        facts.append(("unknown score", score + threshold + flag))
     truth = image.get("defect_type")
     if is_known(truth):
         facts.append(("ground truth", str(truth)))
@@ -414,6 +416,9 @@ def _rank_note(data: ReportData, row: int) -> str:
 def _normal_badge(image: pd.Series) -> str:
     """Why an image of the normal class is there: the detector found nothing, or the model said so."""
     n_regions = int(image["n_regions"]) if _number(image["n_regions"], 0) != "n/a" else 0
-    if str(image.get("path_taken", "")) in ("none", "normal") or n_regions == 0:
+    path = str(image.get("path_taken", ""))
+    if path in ("none", "normal") or n_regions == 0:
         return "nothing found by the detector"
+    if path == "soft":  # no MEBin region: the soft path looked at the map's strongest spot
+        return "no region found by the detector; its strongest spot was judged normal"
     return "region judged an over-detection by the model"
