@@ -194,6 +194,7 @@ def write_reviewed_report(
         The path of ``index.html``.
     """
     from anomalib_ncd.maps.folder import load_map_folder
+    from anomalib_ncd.pipeline.report_data import overlay_range
     from anomalib_ncd.report import ReportData, write_report
 
     names = reviewed_classes(images, regions)
@@ -211,12 +212,7 @@ def write_reviewed_report(
     row_of = {str(path): row for row, path in enumerate(table["image_path"])}
     region_table["image_index"] = [row_of.get(str(path), 0) for path in region_table["image_path"]]
     region_table["pred_class"] = _shown_classes(region_table, model_names, index)
-    mebin = None if model is None else model.mebin
-    if mebin is not None and mebin.is_fitted:
-        map_range = (float(mebin.min_th_), float(mebin.max_th_))
-    else:
-        finite = np.concatenate([m[np.isfinite(m)].ravel() for m in image_maps] or [np.zeros(1)])
-        map_range = (float(finite.min()), float(finite.max()))
+    map_range = overlay_range(None if model is None else model.mebin, image_maps)
     features = None
     if (run / REGION_FEATURES_FILE).is_file():
         stored = np.load(run / REGION_FEATURES_FILE, allow_pickle=False)

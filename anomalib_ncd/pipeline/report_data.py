@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from anomalib_ncd.pipeline.estimator import DefectDiscovery
-    from anomalib_ncd.regions.extract import RegionSet
+    from anomalib_ncd.regions.mebin import MEBin
     from anomalib_ncd.report import ReportData
 
 N_MEBIN_CURVES = 4
@@ -45,7 +46,7 @@ def discovery_report_data(
         images=images,
         regions=discovery.region_table(),
         maps=regions_set.map_set.maps,
-        map_range=overlay_range(regions_set),
+        map_range=overlay_range(regions_set.mebin, regions_set.map_set.maps),
         class_names=discovery.model.class_names,
         features=discovery.classification_.region_features,
         metrics=metrics,
@@ -68,22 +69,22 @@ def _short_path(path: str) -> str:
     return "/".join(parts[-2:])
 
 
-def overlay_range(regions_set: RegionSet) -> tuple[float, float]:
+def overlay_range(mebin: MEBin | None, maps: Sequence[np.ndarray]) -> tuple[float, float]:
     """The map values that span the overlay's colour scale: MEBin's range, else the maps' own.
 
     Regions cut from ground-truth masks (or given by a caller) have no MEBin; their maps are 0/1
     masks or whatever the caller passed, so their own minimum and maximum span the scale.
 
     Args:
-        regions_set: the regions of the report.
+        mebin: the run's MEBin, or ``None``.
+        maps: the anomaly maps of the report.
 
     Returns:
         ``(low, high)``.
     """
-    mebin = regions_set.mebin
     if mebin is not None and mebin.is_fitted:
         return float(mebin.min_th_), float(mebin.max_th_)
-    finite = [m[np.isfinite(m)] for m in regions_set.map_set.maps]
+    finite = [m[np.isfinite(m)] for m in maps]
     values = [v for v in finite if v.size]
     if not values:
         return 0.0, 1.0

@@ -118,6 +118,8 @@ class ReportData:
         _check_positive(self.max_per_class, "max_per_class")
         _check_positive(self.thumbnail_size, "thumbnail_size")
         self._image_root: str | None = None
+        self._scores: np.ndarray | None = None
+        self._sorted_scores = np.empty(0)
         if not self.created:
             from datetime import datetime, timezone
 
@@ -137,6 +139,25 @@ class ReportData:
             parents = [str(Path(path).parent) for path in paths]
             self._image_root = os.path.commonpath(parents) if len(set(parents)) > 1 else parents[0]
         return os.path.relpath(paths[row], self._image_root) if self._image_root else paths[row]
+
+    def anomaly_score_share(self, row: int) -> float | None:
+        """The share of the run's images scoring at least this image's anomaly score (its rank, 1/n = top).
+
+        Args:
+            row: the image's row.
+
+        Returns:
+            ``(images scoring higher + 1) / images with a score``, or ``None`` for a missing score
+            or fewer than two scores.
+        """
+        if self._scores is None:  # read and sorted once for every card of the page
+            self._scores = pd.to_numeric(self.images["anomaly_score"], errors="coerce").to_numpy(dtype=np.float64)
+            self._sorted_scores = np.sort(self._scores[np.isfinite(self._scores)])
+        value, n_scores = self._scores[row], len(self._sorted_scores)
+        if not np.isfinite(value) or n_scores < 2:
+            return None
+        higher = n_scores - int(np.searchsorted(self._sorted_scores, value, side="right"))
+        return (higher + 1) / n_scores
 
     @property
     def has_ground_truth(self) -> bool:

@@ -405,12 +405,8 @@ def _file_uri(path: str) -> str:
 
 def _rank_note(data: ReportData, row: int) -> str:
     """Where the image's detector score ranks in the run (raw scores have the detector's own units)."""
-    scores = pd.to_numeric(data.images["anomaly_score"], errors="coerce")
-    value = scores.iloc[row]
-    if pd.isna(value) or scores.notna().sum() < 2:
-        return ""
-    higher = int((scores > value).sum())
-    return f" (top {100.0 * (higher + 1) / int(scores.notna().sum()):.0f}%)"
+    share = data.anomaly_score_share(row)
+    return "" if share is None else f" (top {100.0 * share:.0f}%)"
 
 
 def _normal_badge(image: pd.Series) -> str:
