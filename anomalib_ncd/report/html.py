@@ -286,7 +286,8 @@ def _embedding(data: ReportData, layout: EmbeddingLayout | None) -> dict[str, An
                 "y": f"{height - y:.1f}",
                 "rgb": class_colour(class_index),
                 "path": path,
-                "title": f"{data.class_names[class_index]}: {path}",
+                "region": str(region["region"]),
+                "title": f"{data.class_names[class_index]}: {path} (region {region['region']})",
             }
         )
     shown = str(layout.n_regions)
@@ -394,7 +395,27 @@ def _card(data: ReportData, row: int, region_rows: np.ndarray) -> dict[str, Any]
         "error": thumbnails if isinstance(thumbnails, str) else None,
         "badge": _normal_badge(image) if class_name == "normal" else "",
         "facts": facts,
+        "regions": _region_rows(data, region_rows),
     }
+
+
+def _region_rows(data: ReportData, region_rows: np.ndarray) -> list[dict[str, Any]]:
+    """An image's regions, each movable on its own, when it has more than one (else moving the image is enough)."""
+    if len(region_rows) < 2:
+        return []
+    rows = []
+    for region in data.regions.iloc[region_rows].itertuples(index=False):
+        class_index = int(region.pred_class)
+        rows.append(
+            {
+                "number": str(region.region),
+                "class_name": str(data.class_names[class_index]),
+                "rgb": class_colour(class_index),
+                "size": f"{int(region.x1 - region.x0)} x {int(region.y1 - region.y0)} px",
+                "confidence": _number(region.confidence),
+            }
+        )
+    return rows
 
 
 def _file_uri(path: str) -> str:

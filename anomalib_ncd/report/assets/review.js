@@ -1,15 +1,20 @@
-// The report's review panel: rename, merge, move, filter and sort, kept in local storage and
+// The report's review panel: rename, merge, move (images or single regions), filter and sort, kept in local storage and
 // downloaded as review.json for `anomalib-ncd review --run RUN --edits review.json`.
 // Plain DOM, no library, no network: the page stays one offline file.
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("review-data").textContent);
   var storageKey = "anomalib-ncd-review:" + data.run;
-  var state = { rename: {}, merge: {}, move: {} };
+  var state = emptyState();
   try {
     var saved = JSON.parse(window.localStorage.getItem(storageKey) || "null");
-    if (saved && saved.rename && saved.merge && saved.move) { state = saved; }
+    if (saved && saved.rename && saved.merge && saved.move) {
+      state = saved;
+      state.regions = saved.regions || {};  // edits saved before regions could move
+    }
   } catch (error) { /* no storage (file:// in some browsers): edits live until the page closes */ }
+
+  function emptyState() { return { rename: {}, merge: {}, move: {}, regions: {} }; }
 
   function save() {
     try { window.localStorage.setItem(storageKey, JSON.stringify(state)); } catch (error) { /* see above */ }
@@ -29,9 +34,11 @@
       var final = finalName(name);
       if (names.indexOf(final) < 0) { names.push(final); }
     });
-    Object.keys(state.move).forEach(function (path) {
-      var name = state.move[path];
-      if (name !== "unknown" && names.indexOf(name) < 0) { names.push(name); }
+    [state.move, state.regions].forEach(function (moves) {
+      Object.keys(moves).forEach(function (key) {
+        var name = moves[key];
+        if (name !== "unknown" && names.indexOf(name) < 0) { names.push(name); }
+      });
     });
     if (names.indexOf("normal") < 0) { names.push("normal"); }
     names.push("unknown");
@@ -46,7 +53,7 @@
     });
     return {
       format: "anomalib-ncd-review", version: 1, run: data.run,
-      classes: classes, images: Object.assign({}, state.move), regions: {}
+      classes: classes, images: Object.assign({}, state.move), regions: Object.assign({}, state.regions)
     };
   }
 
@@ -59,7 +66,8 @@
 
   function refresh() {
     var review = edits();
-    var count = Object.keys(review.classes).length + Object.keys(review.images).length;
+    var count = Object.keys(review.classes).length + Object.keys(review.images).length +
+      Object.keys(review.regions).length;
     document.getElementById("review-count").textContent = count + (count === 1 ? " edit" : " edits");
     var names = targets();
     document.querySelectorAll("select.move").forEach(function (select) {
@@ -71,6 +79,15 @@
       select.value = current;
       card.classList.toggle("moved", current !== "");
       card.querySelector(".moved-to").textContent = current ? "moved to " + current : "";
+    });
+    document.querySelectorAll(".regions li[data-region]").forEach(function (item) {
+      var select = item.querySelector("select");
+      var current = state.regions[item.dataset.region] || "";
+      select.innerHTML = "";
+      option(select, "", "keep (" + finalName(item.dataset.class) + ")");
+      names.forEach(function (name) { option(select, name, "move region to " + name); });
+      select.value = current;
+      item.classList.toggle("moved", current !== "");
     });
     document.querySelectorAll("section.gallery[data-class]").forEach(function (section) {
       var name = section.dataset.class;
@@ -117,11 +134,22 @@
       var controls = document.createElement("div");
       controls.className = "card-review";
       controls.innerHTML = '<select class="move"></select> <span class="moved-to"></span>';
-      card.querySelector("figcaption.meta").appendChild(controls);
+      var meta = card.querySelector("figcaption.meta");
+      meta.insertBefore(controls, meta.querySelector(".regions"));  // the image's menu above its regions
       controls.querySelector("select").addEventListener("change", function (event) {
         if (event.target.value) { state.move[card.dataset.image] = event.target.value; }
         else { delete state.move[card.dataset.image]; }
         save();
+      });
+      card.querySelectorAll(".regions li[data-region]").forEach(function (item) {
+        var select = document.createElement("select");
+        select.className = "move-region";
+        item.appendChild(select);
+        select.addEventListener("change", function (event) {
+          if (event.target.value) { state.regions[item.dataset.region] = event.target.value; }
+          else { delete state.regions[item.dataset.region]; }
+          save();
+        });
       });
       card.querySelectorAll(".frame img").forEach(function (image) {
         image.addEventListener("click", function () { enlarge(image, card.dataset.full); });
@@ -191,18 +219,21 @@
     var point = event.target.closest("circle[data-image]");
     if (!point) { return; }
     var card = document.querySelector('.card[data-image="' + CSS.escape(point.dataset.image) + '"]');
-    if (card) {
-      card.scrollIntoView({ block: "center" });
-      card.classList.add("flash");
-      window.setTimeout(function () { card.classList.remove("flash"); }, 1500);
-    }
+    if (!card) { return; }
+    var item = card.querySelector('.regions li[data-region="' + CSS.escape(point.dataset.region || "") + '"]');
+    [card, item].forEach(function (element) {
+      if (!element) { return; }
+      element.classList.add("flash");
+      window.setTimeout(function () { element.classList.remove("flash"); }, 1500);
+    });
+    card.scrollIntoView({ block: "center" });
   }
 
   setUpClassControls();
   setUpCards();
   document.getElementById("review-download").addEventListener("click", download);
   document.getElementById("review-reset").addEventListener("click", function () {
-    state = { rename: {}, merge: {}, move: {} };
+    state = emptyState();
     save();
   });
   document.getElementById("review-filter").addEventListener("input", filterAndSort);

@@ -6,7 +6,10 @@ as a new run version, export the images per class, classify new images into the 
 """
 
 import json
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -26,10 +29,31 @@ def discovered(tmp_path_factory):
         root / "data", "brick", image_size=SHAPE, n_train_good=2, n_test_good=3, n_per_type=3, seed=1
     )
     maps = write_detector_like_maps(table, root / "maps")
+    two_regions = _add_a_second_spot(table, maps)
     torch.set_num_threads(1)
     assert main(discover_args(root / "data" / "brick", maps, root / "out")) == 0
     run = (root / "out" / "NCD" / "data" / "brick" / "latest").resolve()
-    return {"root": root, "run": run, "maps": maps}
+    return {"root": root, "run": run, "maps": maps, "two_regions": two_regions}
+
+
+def _add_a_second_spot(table, maps):
+    """One defect image's map gets a second hot spot far from its defect, so the image has two regions."""
+    has_mask = table["mask_path"].fillna("").astype(str) != ""
+    row = table[(table["split"] == "test") & has_mask].iloc[0]
+    mask = cv2.imread(row["mask_path"], cv2.IMREAD_GRAYSCALE) > 127
+    path = maps / row["defect_type"] / f"{Path(row['image_path']).stem}.png"
+    anomaly_map = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    height, width = mask.shape
+    rows, columns = np.nonzero(mask)
+    # the corner farthest from the defect's centre
+    y = height // 6 if rows.mean() > height / 2 else 5 * height // 6
+    x = width // 6 if columns.mean() > width / 2 else 5 * width // 6
+    spot = np.zeros_like(anomaly_map)
+    spot[y - 6 : y + 6, x - 6 : x + 6] = 1.0
+    spot = cv2.GaussianBlur(spot, (0, 0), 4)
+    anomaly_map = np.maximum(anomaly_map, 255.0 * spot / spot.max())
+    cv2.imwrite(str(path), np.clip(anomaly_map, 0, 255).astype(np.uint8))
+    return str(Path(row["image_path"]).resolve())
 
 
 def _review_file(run, path, **fields):
@@ -148,7 +172,9 @@ def test_the_review_loop_in_a_real_browser(discovered, tmp_path):
     assignments = pd.read_csv(run / "assignments.csv")
     defects = [name for name in assignments["class_name"].unique() if name not in ("normal", "unknown")]
     first, second = defects[0], defects[1]
-    moved = str(assignments.loc[assignments["class_name"] == first, "image_path"].iloc[0])
+    two_regions = discovered["two_regions"]
+    candidates = assignments.loc[(assignments["class_name"] == first) & (assignments["image_path"] != two_regions)]
+    moved = str(candidates["image_path"].iloc[0])
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         page = browser.new_context(accept_downloads=True).new_page()
@@ -162,7 +188,14 @@ def test_the_review_loop_in_a_real_browser(discovered, tmp_path):
         page.locator(f'section.gallery[data-class="{second}"] select.merge').select_option(first)
         card = page.locator(f'.card[data-image="{moved}"]').first
         card.locator("select.move").select_option("normal")
-        assert page.locator("#review-count").text_content() == "3 edits"
+        region_items = page.locator(f'.card[data-image="{two_regions}"] .regions li[data-region]')
+        assert region_items.count() == 2  # an image with two regions lists them, each with its own menu
+        region = region_items.first.get_attribute("data-region")
+        region_items.first.locator("select.move-region").select_option("unknown")
+        assert page.locator("#review-count").text_content() == "4 edits"
+        region_point = page.locator(f'#embedding-points circle[data-region="{region}"]')
+        region_point.click()  # a region's point flashes its card and its row
+        assert page.locator(f'.regions li.flash[data-region="{region}"]').count() >= 1
         assert "moved to normal" in card.text_content()
         point = page.locator(f'#embedding-points circle[data-image="{moved}"]').first
         point.click()  # a point shows its image in its gallery
@@ -181,7 +214,7 @@ def test_the_review_loop_in_a_real_browser(discovered, tmp_path):
         assert page.locator(".card:visible").count() == 0
         page.fill("#review-filter", "")
         page.reload()  # the edits survive a reload (local storage)
-        assert page.locator("#review-count").text_content() == "3 edits"
+        assert page.locator("#review-count").text_content() == "4 edits"
         with page.expect_download() as download:
             page.click("#review-download")
         edits = tmp_path / "review.json"
@@ -192,6 +225,7 @@ def test_the_review_loop_in_a_real_browser(discovered, tmp_path):
     content = json.loads(edits.read_text())
     assert content["classes"] == {first: "scratch", second: "scratch"}
     assert content["images"] == {moved: "normal"}
+    assert content["regions"] == {region: "unknown"}
     assert main(["review", "--run", str(run), "--edits", str(edits)]) == 0
     new_run = (run.parent / "latest").resolve()
     images = pd.read_csv(new_run / "assignments.csv").set_index("image_path")
@@ -199,3 +233,6 @@ def test_the_review_loop_in_a_real_browser(discovered, tmp_path):
     original = assignments.set_index("image_path")["class_name"]
     merged = [path for path, name in original.items() if name in (first, second) and path != moved]
     assert (images.loc[merged, "class_name"] == "scratch").all()
+    regions = pd.read_csv(new_run / "regions.csv").set_index("region")
+    assert regions.loc[int(region), "class_name"] == "unknown"
+    assert regions.loc[int(region), "review"] == "moved"
