@@ -1,17 +1,17 @@
-"""``anomalib-ncd``: the command line, in anomalib's jsonargparse style (``-c/--config``, ``--print_config``).
+"""``anomalib-ncd``: the command line, in anomalib's jsonargparse style (``-c``, ``--print_config``).
 
 Commands: ``discover`` (find the defect classes of a set), ``predict`` (classify new images with a
 discovered model), ``add`` (continual discovery: a new batch, new kinds appended as classes),
 ``evaluate`` (score a run against true types), ``regions`` (the region stage alone), ``review``
 (apply the edits made in a run's report: class names, merges, moved images) and ``export`` (a run's
-images in one folder per class). Each is a
-thin wrapper over the Python API. User errors (missing paths, unreadable images, unusable maps, a
-corrupt checkpoint or one that is not an anomalib checkpoint, a checkpoint that would need to run
-code to load, a full disk) end with one ``anomalib-ncd: error: ...`` line and exit code 2, no
-traceback; earlier results are left as they were. Checkpoints are read as data, never run
-(:mod:`anomalib_ncd.checkpoints`).
-A bad option value (``--n_novel_classes abc``) is one line too, saying what the option accepts,
-followed by a line pointing at ``--help``.
+images in one folder per class). Each is a thin wrapper over the Python API. Output is one line per
+stage and progress bars; ``--verbose`` (anywhere on the line) also shows the libraries' status
+lines, model summaries and harmless warnings. User errors (missing paths, unreadable images,
+unusable maps, a corrupt checkpoint or one that is not an anomalib checkpoint, a checkpoint that
+would need to run code to load, a full disk) end with one ``anomalib-ncd: error: ...`` line and exit
+code 2, no traceback; earlier results are left as they were. Checkpoints are read as data, never run
+(:mod:`anomalib_ncd.checkpoints`). A bad option value (``--n_novel_classes abc``) is one line too,
+saying what the option accepts, followed by a line pointing at ``--help``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from anomalib_ncd.commands.predict import predict  # noqa: E402
 from anomalib_ncd.commands.regions import regions  # noqa: E402
 from anomalib_ncd.commands.review import review  # noqa: E402
 from anomalib_ncd.maps.map_set import MapError  # noqa: E402
+from anomalib_ncd.quiet import configure_output  # noqa: E402
 
 logger = logging.getLogger("anomalib_ncd")
 
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     arguments = sys.argv[1:] if argv is None else list(argv)
+    arguments, verbose = _verbose_flag(arguments)
+    configure_output(verbose)
     # anomalib's short form of --config, accepted after the subcommand too
     arguments = ["--config" if argument == "-c" else argument for argument in arguments]
     try:
@@ -116,6 +119,29 @@ def _expected_types(detail: str) -> str:
         if name != "NoneType":
             names.append(TYPE_WORDS.get(name, name))
     return " or ".join(dict.fromkeys(names))
+
+
+def _verbose_flag(arguments: list[str]) -> tuple[list[str], bool]:
+    """The arguments without ``--verbose`` (also ``--verbose true|false``), and whether it was given.
+
+    A flag of the whole tool rather than of each command: it changes what is printed, never a result.
+    """
+    verbose, kept, skip = False, [], False
+    for position, argument in enumerate(arguments):
+        if skip:
+            skip = False
+            continue
+        if argument in ("--verbose", "-v"):
+            following = arguments[position + 1].lower() if position + 1 < len(arguments) else ""
+            if following in ("true", "false"):
+                verbose, skip = following == "true", True
+            else:
+                verbose = True
+        elif argument.startswith("--verbose="):
+            verbose = argument.split("=", 1)[1].lower() == "true"
+        else:
+            kept.append(argument)
+    return kept, verbose
 
 
 def _one_line(error: BaseException) -> str:

@@ -30,6 +30,7 @@ from anomalib_ncd.discovery.view_cache import RegionLike
 from anomalib_ncd.maps.map_set import AnomalyMapSet, MapError
 from anomalib_ncd.pipeline.checkpoint import AtomicModelCheckpoint
 from anomalib_ncd.pipeline.tables import assignments_table, region_table
+from anomalib_ncd.quiet import is_verbose
 from anomalib_ncd.regions.extract import RegionSet, extract_regions, read_set_image
 from anomalib_ncd.regions.mebin import MEBin
 
@@ -171,6 +172,7 @@ class DefectDiscovery:
         options = {
             "logger": False,
             "enable_progress_bar": self.progress,
+            "enable_model_summary": is_verbose(),  # the command line's quiet output hides it
             **self.engine_options,
         }
         engine = Engine(

@@ -1,0 +1,61 @@
+"""Quiet command-line output: library status lines hidden, real warnings kept, ``--verbose`` shows all."""
+
+import subprocess
+import sys
+
+import pytest
+
+from anomalib_ncd.cli import _verbose_flag
+
+SCRIPT = """
+import logging, warnings
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from anomalib_ncd.quiet import configure_output
+configure_output({verbose})
+import anomalib.engine  # imports lightning_fabric too, which resets its loggers unless handled
+from lightning.pytorch import Trainer
+Trainer(logger=False, accelerator="cpu", devices=1)
+logging.getLogger("timm.models._builder").warning(
+    "Unexpected keys (classifier.weight) found while loading pretrained weights"
+)
+warnings.warn("Found 3 module(s) in eval mode at the start of training.", UserWarning)
+warnings.warn("a real problem", UserWarning)
+logging.getLogger("anomalib_ncd").info("one line per stage")
+"""
+
+
+def _stderr(verbose: bool) -> str:
+    completed = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(verbose=verbose)], capture_output=True, text=True, timeout=300, check=True
+    )
+    return completed.stdout + completed.stderr
+
+
+def test_quiet_output_hides_library_chatter_but_not_real_warnings():
+    output = _stderr(verbose=False)
+    for chatter in ("GPU available", "TPU available", "litlogger", "Unexpected keys", "in eval mode"):
+        assert chatter not in output
+    assert "a real problem" in output
+    assert "one line per stage" in output
+
+
+def test_verbose_output_shows_everything():
+    output = _stderr(verbose=True)
+    for line in ("GPU available", "Unexpected keys", "in eval mode", "a real problem", "one line per stage"):
+        assert line in output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["discover", "--data", "x"], (["discover", "--data", "x"], False)),
+        (["--verbose", "discover", "--data", "x"], (["discover", "--data", "x"], True)),
+        (["discover", "--data", "x", "--verbose"], (["discover", "--data", "x"], True)),
+        (["discover", "--verbose", "true", "--data", "x"], (["discover", "--data", "x"], True)),
+        (["discover", "--verbose", "false", "--data", "x"], (["discover", "--data", "x"], False)),
+        (["discover", "--verbose=true"], (["discover"], True)),
+        (["discover", "-v"], (["discover"], True)),
+    ],
+)
+def test_the_verbose_flag_is_taken_out_of_the_command_line(arguments, expected):
+    assert _verbose_flag(arguments) == expected
