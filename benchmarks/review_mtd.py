@@ -36,6 +36,7 @@ from ncd_mtd import DEFAULT_MTD, DETECTOR_ROOT
 from anomalib_ncd.cli import main as cli
 from anomalib_ncd.data import load_mtd
 from anomalib_ncd.evaluation import clustering_report
+from anomalib_ncd.results import read_run_state
 
 NORMAL_TYPE = "Free"
 CHECKPOINT = DETECTOR_ROOT / "squash" / "detector" / "Patchcore" / "MTD" / "v0" / "weights" / "lightning" / "model.ckpt"
@@ -97,6 +98,11 @@ def latest(root: Path) -> Path:
     return links[0].resolve()
 
 
+def unfinished(root: Path) -> list[Path]:
+    """Run folders an interrupted benchmark left incomplete (``discover --resume`` continues one)."""
+    return [run for run in sorted(root.glob("NCD/*/*/v*")) if not read_run_state(run).get("complete", False)]
+
+
 def main() -> None:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,7 +144,8 @@ def main() -> None:
             raise SystemExit(f"{name} failed with exit code {code}")
         print(f"{name}: {timings[name]:.0f} s")
 
-    step("discover A", ["discover", f"--data={set_a}", "--n_novel_classes=6", f"--output={out / 'runs'}", *common])
+    discover_a = ["discover", f"--data={set_a}", "--n_novel_classes=6", f"--output={out / 'runs'}", *common]
+    step("discover A", discover_a + [f"--resume={run}" for run in unfinished(out / "runs")][:1])
     run = latest(out / "runs")
     edits = simulated_review(run, args.per_type, args.seed)
     (out / "review.json").write_text(json.dumps(edits, indent=2))

@@ -62,7 +62,7 @@ def main(output: Path) -> None:
 
     batch = discovery.add_batch(maps.subset(later.tolist()))
     update = discovery.last_update_
-    names = discovery.model.class_names
+    names = discovery.model_.class_names
     print(f"appended classes: {[names[index] for index in update.new_classes]}")
     print(batch.assign(true_type=types[later])[["true_type", "class_name", "unknown"]].value_counts().to_string())
     print(f"report: {discovery.write_report(output / 'report')}")

@@ -370,7 +370,7 @@ def _run(
     _write_outputs(run, discovery, map_set, arguments, timings)
     write_run_state(run, stage="done", complete=True)
     mark_latest(run)
-    n_classes = discovery.model.n_classes
+    n_classes = discovery.model_.n_classes
     print(f"{len(map_set)} images, {len(discovery.regions_)} regions, {n_classes} classes; results in {run}")
     if arguments["report"]:
         print(f"report: {run / 'report' / 'index.html'}")
@@ -395,7 +395,7 @@ def _write_outputs(
     metrics = discovery.metrics()
     if metrics is not None:
         atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
-    model = discovery.model  # with n_novel_classes: auto, rebuilt with the estimate
+    model = discovery.model_  # with n_novel_classes: auto, rebuilt with the estimate
     names = model.class_names
     counts = np.bincount(assignments["pred_class"].to_numpy(), minlength=len(names))
     summary = {
@@ -409,7 +409,7 @@ def _write_outputs(
         "class_count": None if discovery.class_count_ is None else discovery.class_count_.as_dict(),
         "timings_s": {key: round(value, 1) for key, value in timings.items()},
         "metrics": None if metrics is None else {level: _headline(values) for level, values in metrics.items()},
-        "settings": discovery.model.settings_dict() | {"crops": asdict(discovery.model.crop_settings)},
+        "settings": discovery.model_.settings_dict() | {"crops": asdict(discovery.model_.crop_settings)},
     }
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
     features = discovery.classification_.region_features

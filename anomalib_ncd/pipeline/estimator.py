@@ -10,10 +10,16 @@ Example:
     >>> discovery = DefectDiscovery(AnomalyNCD(n_novel_classes=3, backbone="mobilenetv2_100", pretrained=False))
     >>> discovery.model.class_names
     ['normal', 'novel_1', 'novel_2']
+
+As in scikit-learn, the parameters given to ``__init__`` are kept as given (``get_params``,
+``set_params`` and ``sklearn.base.clone`` work) and :meth:`~DefectDiscovery.fit` never changes
+them: it trains a copy of ``model`` (``model_``, with a copy of ``mebin`` fitted on the set).
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +69,8 @@ class DefectDiscovery:
             rebuilt with the estimate before training.
 
     Attributes:
+        model_: the trained model, a copy of ``model`` (after :meth:`fit`; rebuilt with the estimate
+            under ``class_count``, extended by :meth:`add_batch`).
         regions_: the regions of the fit set (after :meth:`fit`).
         classification_: their classes and their images' (after :meth:`fit`).
         assignments_: one row per image of the fit set (after :meth:`fit`).
@@ -83,6 +91,7 @@ class DefectDiscovery:
         engine_options: dict[str, Any] | None = None,
         class_count: ClassCountSettings | None = None,
     ) -> None:
+        # kept exactly as given (scikit-learn's convention): fit works on copies
         self.model = model if model is not None else AnomalyNCD()
         self.mebin = mebin
         self.accelerator = accelerator
@@ -90,9 +99,59 @@ class DefectDiscovery:
         self.checkpoint_dir = checkpoint_dir
         self.root_dir = root_dir
         self.progress = progress
-        self.engine_options = dict(engine_options or {})
+        self.engine_options = engine_options
         self.class_count = class_count
         self.class_count_: ClassCountEstimate | None = None
+
+    # ------------------------------------------------------- parameters
+
+    @classmethod
+    def _parameter_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The ``__init__`` parameters, as scikit-learn's ``get_params`` (``clone`` uses it).
+
+        Args:
+            deep: accepted for scikit-learn; the model is a Lightning module, not an estimator,
+                so there are no nested parameters.
+
+        Returns:
+            Parameter name -> value.
+        """
+        del deep
+        return {name: getattr(self, name) for name in self._parameter_names()}
+
+    def set_params(self, **params: Any) -> Self:
+        """Set ``__init__`` parameters, as scikit-learn's ``set_params``.
+
+        Args:
+            **params: parameter name -> new value.
+
+        Returns:
+            The estimator.
+
+        Raises:
+            ValueError: for a name that is not a parameter.
+        """
+        names = self._parameter_names()
+        for name, value in params.items():
+            if name not in names:
+                msg = f"{name!r} is not a parameter of DefectDiscovery (its parameters: {names})"
+                raise ValueError(msg)
+            setattr(self, name, value)
+        return self
+
+    @property
+    def _model(self) -> AnomalyNCD:
+        """The model that classifies: the trained copy after :meth:`fit`, else the model given.
+
+        The model given is used as it is when it was trained elsewhere (``predict`` loads it from
+        a run's checkpoint).
+        """
+        fitted = getattr(self, "model_", None)
+        return self.model if fitted is None else fitted
 
     # ------------------------------------------------------------------ fit
 
@@ -132,25 +191,26 @@ class DefectDiscovery:
 
         if resume_from is not None:
             _check_resume_checkpoint(resume_from, type(self.model))
+        self.model_ = copy.deepcopy(self.model)  # the model given stays as it was
         if isinstance(maps, RegionSet):
             regions = maps
         else:
             map_set = as_map_set(maps)
-            prior, min_inside = self.model.region_filter()
+            prior, min_inside = self.model_.region_filter()
             regions = extract_regions(
                 map_set,
-                mebin=self.mebin if self.mebin is not None else MEBin(),
-                crop_settings=self.model.crop_settings,
-                working_long_side=self.model.working_long_side,
+                mebin=copy.deepcopy(self.mebin) if self.mebin is not None else MEBin(),
+                crop_settings=self.model_.crop_settings,
+                working_long_side=self.model_.working_long_side,
                 object_prior=prior,
                 min_inside=min_inside,
-                nothing_found=self.model.nothing_found,
+                nothing_found=self.model_.nothing_found,
             )
-        check_discoverable(regions, self.model.n_classes - self.model.n_known)
+        check_discoverable(regions, self.model_.n_classes - self.model_.n_known)
         self.regions_ = regions
-        self.model.prepare(regions, labeled_regions, labeled_classes)
+        self.model_.prepare(regions, labeled_regions, labeled_classes)
         if self.class_count is not None:
-            estimate = estimate_class_count(self.model.region_features(), self.class_count, seed=self.model.seed)
+            estimate = estimate_class_count(self.model_.region_features(), self.class_count, seed=self.model_.seed)
             evidence = zip(estimate.candidates, estimate.scores, strict=True)
             logger.info(
                 "Estimated %d classes (silhouette per count: %s)",
@@ -158,8 +218,8 @@ class DefectDiscovery:
                 ", ".join(f"{k}: {v:.3f}" for k, v in evidence),
             )
             self.class_count_ = estimate
-            self.model = self.model.with_novel_classes(self.class_count_.n_classes)
-            check_discoverable(regions, self.model.n_classes - self.model.n_known)
+            self.model_ = self.model_.with_novel_classes(self.class_count_.n_classes)
+            check_discoverable(regions, self.model_.n_classes - self.model_.n_known)
         callbacks: list[Any] = [
             AtomicModelCheckpoint(dirpath=self.checkpoint_dir, filename="model", auto_insert_metric_name=False)
             if self.checkpoint_dir is not None
@@ -173,25 +233,25 @@ class DefectDiscovery:
             "logger": False,
             "enable_progress_bar": self.progress,
             "enable_model_summary": is_verbose(),  # the command line's quiet output hides it
-            **self.engine_options,
+            **(self.engine_options or {}),
         }
         engine = Engine(
             default_root_dir=str(self.root_dir),
             accelerator=self.accelerator,
             devices=self.devices,
             callbacks=[callback for callback in callbacks if callback is not None],
-            max_epochs=self.model.training_settings.epochs,
+            max_epochs=self.model_.training_settings.epochs,
             **options,
         )
         try:
             # the Trainer restores through anomalib's checkpoint IO: weights_only=True, its allow-list
-            engine.fit(self.model, ckpt_path=str(resume_from) if resume_from is not None else None)
+            engine.fit(self.model_, ckpt_path=str(resume_from) if resume_from is not None else None)
         except SystemExit as error:  # Lightning turns Ctrl-C into a graceful stop and SystemExit(1)
             raise KeyboardInterrupt from error
         self.checkpoint_path_ = Path(engine.trainer.checkpoint_callback.best_model_path or "")
         # training calibrates at its end; again here for a resumed fit that had no epoch left to run
-        self.model.calibrate_novelty()
-        found = self.model.discover(n_images=len(regions.map_set))
+        self.model_.calibrate_novelty()
+        found = self.model_.discover(n_images=len(regions.map_set))
         self.classification_ = ImageClassification(
             classes=found.image_classes,
             confidence=found.image_confidence,
@@ -199,13 +259,13 @@ class DefectDiscovery:
             regions=list(regions),
             region_probabilities=found.region_probabilities,
             region_features=found.features,
-            region_descriptors=self.model.region_descriptors(),
+            region_descriptors=self.model_.region_descriptors(),
             region_unknown_score=found.region_unknown_score,
             region_is_unknown=found.region_is_unknown,
             unknown_score=found.image_unknown_score,
             is_unknown=found.image_is_unknown,
         )
-        self.assignments_ = assignments_table(regions.map_set, self.classification_, self.model.class_names)
+        self.assignments_ = assignments_table(regions.map_set, self.classification_, self.model_.class_names)
         return self
 
     # -------------------------------------------------------------- predict
@@ -222,7 +282,7 @@ class DefectDiscovery:
         """
         map_set = as_map_set(maps)
         images = [read_set_image(map_set, index) for index in range(len(map_set))]
-        return self.model.classify_images(images, map_set.maps, batch_size=batch_size, progress=self.progress)
+        return self._model.classify_images(images, map_set.maps, batch_size=batch_size, progress=self.progress)
 
     def predict(self, maps: MapsLike) -> pd.DataFrame:
         """Classify new images: one row per image, as ``assignments.csv``.
@@ -234,7 +294,7 @@ class DefectDiscovery:
             The assignments table (see :func:`~anomalib_ncd.pipeline.tables.assignments_table`).
         """
         map_set = as_map_set(maps)
-        return assignments_table(map_set, self.classify(map_set), self.model.class_names)
+        return assignments_table(map_set, self.classify(map_set), self._model.class_names)
 
     def add_batch(self, maps: MapsLike, quantile: float = 0.05, n_new_classes: int | None = None) -> pd.DataFrame:
         """Continual discovery: classify a new batch; groups of new-kind regions become new classes.
@@ -254,10 +314,10 @@ class DefectDiscovery:
 
         map_set = as_map_set(maps)
         images = [read_set_image(map_set, index) for index in range(len(map_set))]
-        update = add_batch(self.model, images, map_set.maps, self.classification_, quantile, n_new_classes)
-        self.model = update.model
+        update = add_batch(self._model, images, map_set.maps, self.classification_, quantile, n_new_classes)
+        self.model_ = update.model
         self.last_update_ = update
-        return assignments_table(map_set, update.classification, self.model.class_names)
+        return assignments_table(map_set, update.classification, self._model.class_names)
 
     def metrics(self) -> dict[str, Any] | None:
         """NMI / ARI / matched accuracy of the fit set at image and region level (after :meth:`fit`).
@@ -294,7 +354,7 @@ class DefectDiscovery:
         from anomalib_ncd.pipeline.report_data import discovery_report_data
         from anomalib_ncd.report import write_report
 
-        data = discovery_report_data(self, title, self.metrics(), settings or self.model.settings_dict())
+        data = discovery_report_data(self, title, self.metrics(), settings or self._model.settings_dict())
         data.run_id, data.detector = run_id, detector
         return write_report(data, folder)
 
@@ -304,7 +364,7 @@ class DefectDiscovery:
         Returns:
             The region table.
         """
-        return region_table(self.regions_.map_set, self.classification_, self.model.class_names)
+        return region_table(self.regions_.map_set, self.classification_, self._model.class_names)
 
 
 def as_map_set(maps: MapsLike) -> AnomalyMapSet:

@@ -47,15 +47,15 @@ def discovery_report_data(
         regions=discovery.region_table(),
         maps=regions_set.map_set.maps,
         map_range=overlay_range(regions_set.mebin, regions_set.map_set.maps),
-        class_names=discovery.model.class_names,
+        class_names=discovery.model_.class_names,
         features=discovery.classification_.region_features,
         metrics=metrics,
         confusion=confusion,
         mebin_curves=mebin_curves(discovery),
         settings=config,
         class_count=None if discovery.class_count_ is None else discovery.class_count_.as_dict(),
-        object_prior=discovery.model.object_prior,
-        unknown_threshold=_finite_or_none(float(discovery.model.unknown_image_threshold)),
+        object_prior=discovery.model_.object_prior,
+        unknown_threshold=_finite_or_none(float(discovery.model_.unknown_image_threshold)),
     )
 
 

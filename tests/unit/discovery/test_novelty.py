@@ -359,7 +359,7 @@ def test_the_estimator_calibrates_in_fit_and_its_tables_and_report_show_unknown(
     seed_everything(0, verbose=False)
     discovery = DefectDiscovery(make_model(epochs=1, novelty={"quantile": 0.5}), root_dir=tmp_path, progress=False)
     discovery.fit(map_set)
-    model = discovery.model
+    model = discovery.model_
     assert np.isfinite(float(model.unknown_threshold))
     table = discovery.assignments_
     assert {"unknown", "unknown_score", "region_unknown", "region_unknown_scores"} <= set(table.columns)

@@ -11,6 +11,7 @@ from lightning.pytorch import seed_everything
 from anomalib_ncd import AnomalyMapSet, DefectDiscovery, NothingToDiscoverError
 from anomalib_ncd.pipeline.estimator import as_map_set
 from anomalib_ncd.pipeline.tables import decode_list_column
+from anomalib_ncd.regions.mebin import MEBin
 from tests.unit.discovery.test_model_lightning import SHAPE, make_model, make_scene
 
 
@@ -19,9 +20,58 @@ def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("estimator")
     _, _, centres, map_set = make_scene(root)
     seed_everything(0, verbose=False)
-    discovery = DefectDiscovery(make_model(epochs=2), checkpoint_dir=root / "ckpt", root_dir=root, progress=False)
+    given = make_model(epochs=2)
+    before = {name: value.clone() for name, value in given.state_dict().items()}
+    mebin = MEBin()
+    discovery = DefectDiscovery(given, mebin, checkpoint_dir=root / "ckpt", root_dir=root, progress=False)
     discovery.fit(map_set)
-    return {"discovery": discovery, "map_set": map_set, "root": root, "centres": centres}
+    return {
+        "discovery": discovery,
+        "map_set": map_set,
+        "root": root,
+        "centres": centres,
+        "given": given,
+        "before": before,
+        "mebin": mebin,
+    }
+
+
+def test_fit_leaves_the_model_and_mebin_given_untouched(fitted):
+    """scikit-learn's convention: fit trains a copy (``model_``); the parameters stay as given."""
+    discovery, given = fitted["discovery"], fitted["given"]
+    assert discovery.model is given
+    assert discovery.model_ is not given
+    after = given.state_dict()
+    assert after.keys() == fitted["before"].keys()
+    for name, value in fitted["before"].items():
+        assert torch.equal(after[name], value) or (value.isnan().all() and after[name].isnan().all()), name
+    assert not bool(given.prototypes_initialised)
+    trained = discovery.model_.state_dict()
+    assert any(not torch.allclose(trained[name], value, equal_nan=True) for name, value in fitted["before"].items())
+    assert discovery.mebin is fitted["mebin"]
+    assert not fitted["mebin"].is_fitted  # the fitted copy is the regions'
+    assert discovery.regions_.mebin.is_fitted
+
+
+def test_the_estimator_clones_and_takes_parameters_like_scikit_learn(tmp_path):
+    from sklearn.base import clone
+
+    model = make_model(epochs=1)
+    discovery = DefectDiscovery(model, root_dir=tmp_path, progress=False, engine_options={"precision": 32})
+    params = discovery.get_params()
+    assert params["model"] is model
+    assert params["engine_options"] == {"precision": 32}
+    assert set(params) == {
+        "model", "mebin", "accelerator", "devices", "checkpoint_dir", "root_dir", "progress", "engine_options",
+        "class_count",
+    }  # fmt: skip
+    copied = clone(discovery)
+    assert copied.model is not model
+    assert copied.get_params()["root_dir"] == tmp_path
+    assert type(copied.model) is type(model) and copied.model.n_classes == model.n_classes
+    assert discovery.set_params(progress=True) is discovery and discovery.progress
+    with pytest.raises(ValueError, match="not a parameter"):
+        discovery.set_params(epochs=3)
 
 
 def test_fit_gives_one_row_per_image(fitted):
@@ -29,7 +79,7 @@ def test_fit_gives_one_row_per_image(fitted):
     table = discovery.assignments_
     assert list(table["image_path"]) == map_set.image_paths
     assert table["pred_class"].between(0, 2).all()
-    assert list(table["class_name"]) == [discovery.model.class_names[c] for c in table["pred_class"]]
+    assert list(table["class_name"]) == [discovery.model_.class_names[c] for c in table["pred_class"]]
     # images 0 and 1 have no defect: no MEBin region; the soft path classifies their map's peak, and
     # their weak detector score makes them normal
     assert list(table["path_taken"][:2]) == ["soft", "soft"]
@@ -126,9 +176,9 @@ def test_an_attached_detector_stays_out_of_the_checkpoint():
 
 def test_add_batch_keeps_the_class_names_of_old_classes(fitted):
     discovery, map_set = fitted["discovery"], fitted["map_set"]
-    names = list(discovery.model.class_names)
+    names = list(discovery.model_.class_names)
     table = discovery.add_batch(map_set, n_new_classes=0)  # the fit set again: nothing new to append
-    assert discovery.model.class_names == names
+    assert discovery.model_.class_names == names
     assert set(table["class_name"]) <= set(names)
     assert discovery.last_update_.new_classes == []
 
