@@ -30,6 +30,8 @@ HARMLESS_LOG_MESSAGES = (
     r"Unexpected keys \(.*\) found while loading pretrained weights",
     # anomalib's pre-processor resizes with the same interpolation in another spelling
     r"Conflicting interpolation method found between augmentations and model transforms",
+    # Engine.predict given a model this tool has already loaded from its checkpoint
+    r"ckpt_path is not provided\. Model weights will not be loaded",
 )
 HARMLESS_WARNINGS = (
     # the frozen backbone stays in eval mode on purpose (batch-norm statistics of ImageNet)

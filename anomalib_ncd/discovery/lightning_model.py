@@ -142,13 +142,13 @@ class DiscoveryResult:
 
 def _is_vit(name: str) -> bool:
     """True for timm models built by timm's ``vision_transformer`` module (CLS-token ViTs)."""
-    from timm.models import _registry
+    from timm.models import get_arch_name
 
-    architecture = _registry.get_arch_name(name)
+    architecture = get_arch_name(name)
     if not timm.is_model(architecture):
         msg = f"unknown timm model {name!r}"
         raise ValueError(msg)
-    return _registry._model_to_module.get(architecture) == "vision_transformer"
+    return architecture in timm.list_models(architecture, module="vision_transformer")
 
 
 def _legacy_defaults(hyper_parameters: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A checkpoint callback whose writes are atomic, so a killed run always leaves a loadable checkpoint."""
+"""Atomic checkpoint writes, so a killed run always leaves a loadable checkpoint."""
 
 from __future__ import annotations
 
@@ -6,22 +6,44 @@ from pathlib import Path
 from typing import Any
 
 from anomalib.callbacks.checkpoint import ModelCheckpoint
+from anomalib.engine.plugins import AnomalibCheckpointIO
 from lightning.pytorch import LightningModule
 
 
-class AtomicModelCheckpoint(ModelCheckpoint):
-    """anomalib's ``ModelCheckpoint`` writing to a temporary file and renaming it into place.
+class AtomicCheckpointIO(AnomalibCheckpointIO):
+    """anomalib's checkpoint IO (loads with ``weights_only=True`` and its allow-list), writing atomically.
 
-    Without a monitored metric it overwrites ``<dirpath>/<filename>.ckpt`` after every epoch, so
-    an interrupted fit resumes from its last completed epoch (``Engine.fit(ckpt_path=...)``).
+    Lightning's ``save_checkpoint`` is the public hook of every checkpoint write: the file is written
+    beside its target and renamed into place, so the target is always the last complete checkpoint.
+    anomalib's ``Engine`` keeps a plugin of this type and refreshes its allow-list from the model.
     """
 
-    def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
-        temporary = f"{filepath}.partial"
-        super()._save_checkpoint(trainer, temporary)
-        if trainer.is_global_zero:
-            Path(temporary).replace(filepath)
-        self._last_checkpoint_saved = filepath
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        """Write ``checkpoint`` to ``<path>.partial``, then rename it to ``path``.
+
+        Args:
+            checkpoint: the checkpoint content.
+            path: the target file.
+            storage_options: passed on to Lightning.
+        """
+        temporary = f"{path}.partial"
+        super().save_checkpoint(checkpoint, temporary, storage_options)
+        Path(temporary).replace(path)
+
+
+def epoch_checkpoint(dirpath: str | Path) -> ModelCheckpoint:
+    """The ``ModelCheckpoint`` of anomalib, overwriting ``<dirpath>/model.ckpt`` after every epoch.
+
+    With :class:`AtomicCheckpointIO` in the trainer's plugins, an interrupted fit resumes from its
+    last completed epoch (``Engine.fit(ckpt_path=...)``).
+
+    Args:
+        dirpath: the checkpoint folder.
+
+    Returns:
+        The callback.
+    """
+    return ModelCheckpoint(dirpath=dirpath, filename="model", auto_insert_metric_name=False)
 
 
 def save_model_checkpoint(model: LightningModule, path: str | Path) -> Path:

@@ -34,7 +34,7 @@ from anomalib_ncd.discovery.classification import ImageClassification
 from anomalib_ncd.discovery.lightning_model import NOT_OURS, AnomalyNCD
 from anomalib_ncd.discovery.view_cache import RegionLike
 from anomalib_ncd.maps.map_set import AnomalyMapSet, MapError
-from anomalib_ncd.pipeline.checkpoint import AtomicModelCheckpoint
+from anomalib_ncd.pipeline.checkpoint import AtomicCheckpointIO, epoch_checkpoint
 from anomalib_ncd.pipeline.tables import assignments_table, region_table
 from anomalib_ncd.quiet import is_verbose
 from anomalib_ncd.regions.extract import RegionSet, extract_regions, read_set_image
@@ -220,17 +220,14 @@ class DefectDiscovery:
             self.class_count_ = estimate
             self.model_ = self.model_.with_novel_classes(self.class_count_.n_classes)
             check_discoverable(regions, self.model_.n_classes - self.model_.n_known)
-        callbacks: list[Any] = [
-            AtomicModelCheckpoint(dirpath=self.checkpoint_dir, filename="model", auto_insert_metric_name=False)
-            if self.checkpoint_dir is not None
-            else None
-        ]
+        callbacks: list[Any] = [epoch_checkpoint(self.checkpoint_dir) if self.checkpoint_dir is not None else None]
         if self.progress:
             from lightning.pytorch.callbacks import RichProgressBar
 
             callbacks.append(RichProgressBar(leave=False))
         options = {
             "logger": False,
+            "plugins": [AtomicCheckpointIO()],  # anomalib's safe loading, atomic writes
             "enable_progress_bar": self.progress,
             "enable_model_summary": is_verbose(),  # the command line's quiet output hides it
             **(self.engine_options or {}),

@@ -130,17 +130,17 @@ def test_predict_without_maps_or_detector_is_a_clear_error(finished_run, capsys)
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(dataset_with_maps, tmp_path, monkeypatch, capsys):
-    from anomalib_ncd.pipeline.checkpoint import AtomicModelCheckpoint
+    from anomalib.callbacks.checkpoint import ModelCheckpoint
 
     data, maps, _ = dataset_with_maps
     output = tmp_path / "out"
-    saved = AtomicModelCheckpoint.on_train_epoch_end
+    saved = ModelCheckpoint.on_train_epoch_end
 
     def stop_after_first_epoch(self, trainer, module):
         saved(self, trainer, module)
         raise KeyboardInterrupt  # what Ctrl-C does mid-training
 
-    monkeypatch.setattr(AtomicModelCheckpoint, "on_train_epoch_end", stop_after_first_epoch)
+    monkeypatch.setattr(ModelCheckpoint, "on_train_epoch_end", stop_after_first_epoch)
     assert main(discover_args(data, maps, output)) == 130
     run = output / "NCD" / "data" / "brick" / "v0"
     assert read_run_state(run)["complete"] is False
@@ -149,7 +149,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(dataset_with_maps, tmp_path
     assert checkpoint["epoch"] == 0
     assert "--resume" in capsys.readouterr().err
 
-    monkeypatch.setattr(AtomicModelCheckpoint, "on_train_epoch_end", saved)
+    monkeypatch.setattr(ModelCheckpoint, "on_train_epoch_end", saved)
     assert main(["discover", "--resume", str(run)]) == 0
     assert read_run_state(run)["complete"] is True
     assert (run.parent / "latest").resolve() == run.resolve()

@@ -91,6 +91,7 @@ def test_fit_gives_one_row_per_image(fitted):
         assert any(x0 <= cx < x1 and y0 <= cy < y1 for x0, y0, x1, y1 in image_boxes)
     assert discovery.checkpoint_path_.is_file()
     assert discovery.checkpoint_path_.parent == fitted["root"] / "ckpt"
+    assert [path.name for path in (fitted["root"] / "ckpt").iterdir()] == ["model.ckpt"]  # no partial file left
 
 
 def test_predict_on_the_fit_set_repeats_the_fit_classes(fitted):
