@@ -80,3 +80,14 @@ def test_register_user_file(tmp_path):
         register_weights_file("resnet18.x", tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="no architecture"):
         register_weights_file("not_a_model.x", path)
+
+
+def test_the_timm_registry_internals_offline_weights_rely_on_are_there():
+    """anomalib builds its backbones by name (``timm.create_model(name, pretrained=True)``), so the
+    offline weights must be in timm's registry; that needs timm's private tables. A timm that changed
+    them fails here, loudly, rather than in a user's air-gapped plant."""
+    from timm.models import _registry
+
+    for table in ("_model_default_cfgs", "_model_pretrained_cfgs", "_model_has_pretrained", "_model_with_tags"):
+        assert hasattr(_registry, table), f"timm {timm.__version__} has no registry table {table}"
+    assert "mobilenetv2_100" in _registry._model_default_cfgs
