@@ -203,7 +203,7 @@ def _write_batch_report(
         images=images,
         regions=region_table(batch_maps, update.classification, model.class_names),
         maps=batch_maps.maps,
-        map_range=(float(model.mebin.min_th_), float(model.mebin.max_th_)),
+        map_range=model.fitted_mebin().fitted_range(),
         class_names=model.class_names,
         features=update.classification.region_features,
         settings=summary | {"model": model.settings_dict()},

@@ -404,7 +404,7 @@ def _write_outputs(
         "anomalous_regions": int((~regions["whole_image"]).sum()),
         "path_taken": {key: int(n) for key, n in assignments["path_taken"].value_counts().sort_index().items()},
         "classes": {name: int(count) for name, count in zip(names, counts, strict=True)},
-        "mebin_range": [discovery.regions_.mebin.min_th_, discovery.regions_.mebin.max_th_],
+        "mebin_range": list(model.fitted_mebin().fitted_range()),
         "head": int(model.best_head),
         "class_count": None if discovery.class_count_ is None else discovery.class_count_.as_dict(),
         "timings_s": {key: round(value, 1) for key, value in timings.items()},
