@@ -482,7 +482,7 @@ class _Plan:
             threshold = normalized_threshold * (self.max_th - self.min_th) / _NORMALISED_MAX + self.min_th
             if self.truncates(anomaly_map):
                 threshold = float(int(threshold))
-            binary = _greater(anomaly_map, threshold).view(np.uint8)
+            binary: np.ndarray = _greater(anomaly_map, threshold).view(np.uint8)
             if self.kernel is not None:
                 binary = cv2.erode(binary, self.kernel)
             mask = binary.view(bool)
