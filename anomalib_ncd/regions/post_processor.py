@@ -155,7 +155,7 @@ class MEBinPostProcessor(PostProcessor):
             anomaly_maps: ``(N, H, W)`` / ``(N, 1, H, W)`` maps, or a sequence of 2-D maps.
         """
         fitter = self._make_mebin().fit(_to_numpy_maps(anomaly_maps))
-        self.set_range(fitter.min_th_, fitter.max_th_)  # type: ignore[arg-type]
+        self.set_range(*fitter.fitted_range())
 
     def _make_mebin(self) -> MEBin:
         return MEBin(
@@ -207,7 +207,7 @@ class MEBinPostProcessor(PostProcessor):
         if fitter is not None and fitter.is_fitted:
             if fitter.range_note_ is not None:
                 warnings.warn(fitter.range_note_, RuntimeWarning, stacklevel=2)
-            self.set_range(fitter.min_th_, fitter.max_th_)  # type: ignore[arg-type]
+            self.set_range(*fitter.fitted_range())
 
     # ------------------------------------------------------------ processing
     def forward(self, predictions: InferenceBatch) -> InferenceBatch:
