@@ -206,7 +206,10 @@ def test_fit_without_a_checkpoint_callback(tmp_path):
     _, _, _, map_set = make_scene(tmp_path)
     seed_everything(0, verbose=False)
     discovery = DefectDiscovery(
-        make_model(epochs=1), root_dir=tmp_path, progress=False, engine_options={"barebones": True}
+        make_model(epochs=1),
+        root_dir=tmp_path,
+        progress=False,
+        engine_options={"barebones": True, "enable_model_summary": False},
     )
     discovery.fit(map_set)
     assert discovery.checkpoint_path_ == Path()
