@@ -20,6 +20,8 @@ import logging
 import re
 import sys
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 from jsonargparse import ArgumentError, auto_cli
 
@@ -38,7 +40,7 @@ from anomalib_ncd.quiet import configure_output  # noqa: E402
 
 logger = logging.getLogger("anomalib_ncd")
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[..., Any]] = {
     "discover": discover,
     "predict": predict,
     "add": add,
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     # anomalib's short form of --config, accepted after the subcommand too
     arguments = ["--config" if argument == "-c" else argument for argument in arguments]
     try:
-        auto_cli(COMMANDS, args=arguments, as_positional=False, exit_on_error=False)
+        # a fresh dict literal takes jsonargparse's component type (a dict's value type is invariant)
+        auto_cli({**COMMANDS}, args=arguments, as_positional=False, exit_on_error=False)
     except ArgumentError as error:
         command = next((argument for argument in arguments if argument in COMMANDS), None)
         print(f"anomalib-ncd: error: {argument_error_message(error)}", file=sys.stderr)

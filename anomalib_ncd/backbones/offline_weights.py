@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from timm.models import _registry as timm_registry
 from timm.models import create_model
+from timm.models._pretrained import DefaultCfg
 
 from anomalib_ncd.io import atomic_write_path
 
@@ -201,6 +202,9 @@ def register_weights_file(name: str, file: str | Path) -> None:
         msg = f"weights file not found: {path}"
         raise FileNotFoundError(msg)
     default_cfgs = timm_registry._model_default_cfgs[arch]
+    if not isinstance(default_cfgs, DefaultCfg):  # timm annotates the registry as PretrainedCfg
+        msg = f"timm's registry holds a {type(default_cfgs).__name__} for {arch}, not a DefaultCfg"
+        raise TypeError(msg)
     base = default_cfgs.default
     cfg = replace(base, tag=tag, file=str(path), url="", hf_hub_id=None, source="")
     default_cfgs.cfgs[tag] = cfg

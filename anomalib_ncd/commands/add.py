@@ -136,13 +136,14 @@ def add(
     atomic_write_text(new_run / "assignments.csv", _all_assignments(run_dir, batch_table, new_run.name))
     names = update.model.class_names
     counts = np.bincount(batch_table["pred_class"].to_numpy(), minlength=len(names))
+    appended_classes = [names[index] for index in update.new_classes]
     summary = {
         "parent": str(run_dir),
         "batch_images": len(batch_maps),
         "batch_regions": len(update.classification.regions),
         "new_kind_regions": int(update.new_kind.sum()),
         "new_kind_threshold": update.threshold,
-        "appended_classes": [names[index] for index in update.new_classes],
+        "appended_classes": appended_classes,
         "batch_classes": {name: int(count) for name, count in zip(names, counts, strict=True)},
     }
     atomic_write_text(new_run / "summary.json", json.dumps(summary, indent=2))
@@ -150,7 +151,7 @@ def add(
         _write_batch_report(new_run, batch_maps, batch_table, update, summary)
     write_run_state(new_run, stage="done", complete=True)
     mark_latest(new_run)
-    appended = ", ".join(summary["appended_classes"]) or "none"
+    appended = ", ".join(appended_classes) or "none"
     print(
         f"{len(batch_maps)} images added, {summary['new_kind_regions']} new-kind regions, "
         f"classes appended: {appended}; results in {new_run}"
@@ -203,7 +204,7 @@ def _write_batch_report(
         images=images,
         regions=region_table(batch_maps, update.classification, model.class_names),
         maps=batch_maps.maps,
-        map_range=(float(model.mebin.min_th_), float(model.mebin.max_th_)),
+        map_range=model.fitted_mebin().fitted_range(),
         class_names=model.class_names,
         features=update.classification.region_features,
         settings=summary | {"model": model.settings_dict()},

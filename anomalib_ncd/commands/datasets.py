@@ -158,8 +158,9 @@ def table_from_datamodule(datamodule: AnomalibDataModule) -> tuple[pd.DataFrame,
     """
     category = str(getattr(datamodule, "category", "") or "")
     name = str(getattr(datamodule, "name", type(datamodule).__name__))
-    if callable(getattr(datamodule, "sample_table", None)):  # ours know each image's type already
-        return datamodule.sample_table(), name, category
+    sample_table = getattr(datamodule, "sample_table", None)
+    if callable(sample_table):  # ours know each image's type already
+        return sample_table(), name, category
     if not hasattr(datamodule, "test_data"):
         datamodule.setup()
     records = []

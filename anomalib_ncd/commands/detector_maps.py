@@ -214,7 +214,7 @@ def detector_maps_of(
         mask_cache_dir=None if root_dir is None else root_dir / "masks",
     )
     # anomalib's engine (and a checkpoint's visualiser) write under its root: keep it in the run
-    engine_root = {} if root_dir is None else {"default_root_dir": str(root_dir)}
+    engine_root: dict[str, Any] = {} if root_dir is None else {"default_root_dir": str(root_dir)}
     maps = predict_maps(model, datamodule, samples=samples, accelerator=accelerator, devices=devices, **engine_root)
     if letterbox:
         maps.maps = [unletterbox_map(m, shape) for m, shape in zip(maps.maps, maps.image_shapes, strict=True)]
@@ -330,4 +330,10 @@ def train_patchcore(
     engine = train_detector(
         model, datamodule, root_dir=detector_dir, max_epochs=1, accelerator=accelerator, devices=devices
     )
-    return model, str(Path(engine.trainer.checkpoint_callback.best_model_path).resolve()), size
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checkpoint = engine.trainer.checkpoint_callback
+    if not isinstance(checkpoint, ModelCheckpoint):  # anomalib's Engine adds one (not in barebones mode)
+        msg = "the detector's training wrote no checkpoint (no ModelCheckpoint callback)"
+        raise RuntimeError(msg)
+    return model, str(Path(checkpoint.best_model_path).resolve()), size

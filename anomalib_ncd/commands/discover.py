@@ -398,13 +398,15 @@ def _write_outputs(
     model = discovery.model_  # with n_novel_classes: auto, rebuilt with the estimate
     names = model.class_names
     counts = np.bincount(assignments["pred_class"].to_numpy(), minlength=len(names))
+    mebin = discovery.regions_.mebin
+    assert mebin is not None  # fit() extracted the regions from the maps with MEBin
     summary = {
         "images": len(map_set),
         "regions": len(regions),
         "anomalous_regions": int((~regions["whole_image"]).sum()),
         "path_taken": {key: int(n) for key, n in assignments["path_taken"].value_counts().sort_index().items()},
         "classes": {name: int(count) for name, count in zip(names, counts, strict=True)},
-        "mebin_range": [discovery.regions_.mebin.min_th_, discovery.regions_.mebin.max_th_],
+        "mebin_range": list(mebin.fitted_range()),
         "head": int(model.best_head),
         "class_count": None if discovery.class_count_ is None else discovery.class_count_.as_dict(),
         "timings_s": {key: round(value, 1) for key, value in timings.items()},

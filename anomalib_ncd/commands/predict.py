@@ -96,7 +96,7 @@ def predict(
     table = assignments_table(map_set, found, model.class_names)
     folder = Path(output) if output is not None else next_version_dir(run_dir / "predictions")
     if overlays:
-        map_range = (model.mebin.min_th_, model.mebin.max_th_)
+        map_range = model.fitted_mebin().fitted_range()
         _write_overlays(folder / "overlays", map_set, found, model.class_names, map_range)
     atomic_write_text(folder / "predictions.csv", table.to_csv(index=False))
     records = json.loads(table.to_json(orient="records"))

@@ -142,6 +142,7 @@ def _region_stage(
     region_set = extract_regions(
         map_set, mebin=mebin or MEBin(), crop_settings=crops, working_long_side=working_long_side
     )
+    assert region_set.mebin is not None  # extract_regions binarised the maps with it
     if save_crops:
         region_set.save(run / "regions")
     else:
@@ -152,7 +153,7 @@ def _region_stage(
         "images": len(map_set),
         "regions": len(region_set),
         "images_without_region": sum(all(r.whole_image for r in region_set.of_image(i)) for i in range(len(map_set))),
-        "mebin_range": [region_set.mebin.min_th_, region_set.mebin.max_th_],
+        "mebin_range": list(region_set.mebin.fitted_range()),
     }
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
     write_run_state(run, complete=True)

@@ -112,8 +112,10 @@ class SampleMVTecAD(MVTecAD):
     Its name stays ``MVTecAD``, so anomalib's results path is that of ``MVTecAD``.
     """
 
+    # Lightning declares a datamodule's name a plain attribute; anomalib (whose name this keeps)
+    # overrides it with a read-only property, as here
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # type: ignore[override]
         """The datamodule name of anomalib's results path, ``MVTecAD``."""
         return "MVTecAD"
 

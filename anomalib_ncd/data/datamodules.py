@@ -94,6 +94,8 @@ class SampleTableDataModule(AnomalibDataModule):
         seed: the dataset's seed (anomalib keeps it too, for random splits it does not make here).
     """
 
+    seed: int  # always given here (anomalib's base also allows None)
+
     def __init__(
         self,
         *,

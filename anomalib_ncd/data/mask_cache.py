@@ -70,6 +70,7 @@ def anomalib_mask_path(row: Mapping[str, Any] | pd.Series, cache_dir: str | Path
             resized = cv2.resize(grey, (width, height), interpolation=cv2.INTER_NEAREST)
             write_mask_file(destination, resized > MASK_THRESHOLD)
         return str(destination)
+    assert has_value(boxes)  # a row with neither a mask nor boxes returned above
     box_list = [tuple(int(value) for value in box) for box in boxes]
     destination = _cache_file(cache_dir, f"boxes|{Path(row['image_path']).resolve()}|{box_list}|{shape}")
     if not destination.is_file():

@@ -8,12 +8,14 @@ known classes' labeled set) needs them, and checks with :func:`require_annotatio
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from anomalib_ncd.data.image_io import read_image_size, read_mask_file
+
+_T = TypeVar("_T")
 
 Box = tuple[int, int, int, int]
 
@@ -40,14 +42,14 @@ def boxes_to_mask(boxes: Iterable[Sequence[int]], shape: tuple[int, int]) -> np.
     return mask
 
 
-def has_value(value: object) -> bool:
+def has_value(value: _T | None) -> TypeGuard[_T]:
     """Tell whether a table cell holds something (not ``None``/NaN, not an empty string or list).
 
     Args:
         value: a cell of a sample table.
 
     Returns:
-        True when the cell is set.
+        True when the cell is set (then it is not ``None``).
     """
     if value is None:
         return False

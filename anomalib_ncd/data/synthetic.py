@@ -51,6 +51,7 @@ import shutil
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Final
 
 import cv2
 import numpy as np
@@ -75,7 +76,7 @@ MARKER_FILE = ".anomalib_ncd_synthetic.json"
 DEFECTS_FILE = "defects.csv"
 """Per-image record of the ``highres_small`` mode's defects, in the category folder."""
 
-DEFAULT_MODE = "default"
+DEFAULT_MODE: Final = "default"
 HIGHRES_SMALL_MODE = "highres_small"
 SYNTHETIC_MODES: tuple[str, ...] = (DEFAULT_MODE, HIGHRES_SMALL_MODE)
 """The generator's modes: defects sized by the image's side, or by a fraction of its area."""

@@ -181,6 +181,7 @@ def _as_points(points: np.ndarray) -> np.ndarray:
 def _weighted(image: np.ndarray, colour: float | tuple[float, float, float], weight: np.ndarray) -> np.ndarray:
     """Blend ``image`` toward ``colour`` with a per-pixel ``weight`` in ``[0, 1]``."""
     weight = weight.astype(np.float32)
+    target: np.ndarray | np.float32
     if image.ndim == 3:
         weight = weight[..., None]
         target = np.asarray(colour if isinstance(colour, tuple) else (colour,) * 3, dtype=np.float32)
@@ -563,7 +564,7 @@ def _fit_size(
     """Render the shape at the size whose area is closest to ``target`` pixels (area ~ size**exponent)."""
     labels, weight = render(size)
     for _ in range(_FIT_STEPS):
-        area = max(np.count_nonzero(labels), 1)
+        area = max(int(np.count_nonzero(labels)), 1)
         if abs(area - target) <= 0.5 * _AREA_TOLERANCE * target:
             break
         # Capped: a shape larger than the image cannot be placed anyway.

@@ -84,6 +84,7 @@ def load_typed_folder(
             if not is_normal:
                 mask_path = masks_by_stem.get(f"{image_path.stem}{mask_suffix}") or masks_by_stem.get(image_path.stem)
                 if mask_path is None and require_masks:
+                    assert mask_root is not None  # require_masks without a mask_root was refused above
                     msg = f"mask not found for {image_path} in {mask_root / defect_type}"
                     raise FileNotFoundError(msg)
             records.append(

@@ -20,13 +20,16 @@ cached; ``tail(tokens, anomaly)`` is what trains.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 from timm.layers import trunc_normal_
-from timm.models.vision_transformer import Block
+from timm.models import FeatureInfo
+from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
+from typing_extensions import Self
 
 from anomalib_ncd.discovery.guidance import (
     GuidanceSettings,
@@ -37,7 +40,7 @@ from anomalib_ncd.discovery.guidance import (
 )
 
 
-def _create(name: str, pretrained: bool, weights: str | Path | None, **kwargs: object) -> nn.Module:
+def _create(name: str, pretrained: bool, weights: str | Path | None, **kwargs: Any) -> nn.Module:
     """A timm model with ImageNet/DINO weights from the hub, a local file, or random initialisation."""
     if weights is not None:
         path = Path(weights)
@@ -79,6 +82,9 @@ def cls_only_block(block: Block, x: torch.Tensor, attn_mask: torch.Tensor | None
         ``(B, 1, C)`` the CLS token after the block.
     """
     attn = block.attn
+    if not isinstance(attn, Attention):
+        msg = f"the CLS-only block needs timm's standard Attention, got {type(attn).__name__}"
+        raise TypeError(msg)
     normed = block.norm1(x)
     batch, n_tokens, _ = normed.shape
     weight, bias = attn.qkv.weight, attn.qkv.bias
@@ -110,13 +116,33 @@ def guided_cls(blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor | None
     for index, block in enumerate(blocks[:-1]):
         x = block(x, attn_mask=mask if index >= first_guided else None)
     last_mask = mask if len(blocks) - 1 >= first_guided else None
-    return cls_only_block(blocks[-1], x, last_mask)[:, 0]
+    last = blocks[-1]
+    if not isinstance(last, Block):
+        msg = f"the last guided block must be timm's standard Block, got {type(last).__name__}"
+        raise TypeError(msg)
+    return cls_only_block(last, x, last_mask)[:, 0]
 
 
-class _FrozenPartMixin:
-    """Keeps the frozen modules in eval mode (BatchNorm statistics, dropout) whatever ``train()`` says."""
+class TokenBackbone(nn.Module):
+    """What the discovery network needs of a backbone: a cached frozen part and a trainable tail.
+
+    Keeps the frozen modules (named in ``frozen_modules``) in eval mode (BatchNorm statistics,
+    dropout) whatever ``train()`` says. Subclasses set the attributes below in ``__init__``.
+
+    Attributes:
+        guidance: the anomaly-guided attention settings.
+        grid: ``(rows, cols)`` of the patch grid.
+        token_dim: width of the frozen tokens.
+        out_dim: width of the tail's CLS output.
+        input_size: side of the input views.
+    """
 
     frozen_modules: tuple[str, ...] = ()
+    guidance: GuidanceSettings
+    grid: tuple[int, int]
+    token_dim: int
+    out_dim: int
+    input_size: int
 
     def _freeze(self) -> None:
         for name in self.frozen_modules:
@@ -124,14 +150,55 @@ class _FrozenPartMixin:
             module.requires_grad_(False)
             module.eval()
 
-    def train(self, mode: bool = True) -> _FrozenPartMixin:
-        super().train(mode)  # type: ignore[misc]
+    def train(self, mode: bool = True) -> Self:
+        """Set the training mode of the trainable modules; the frozen ones stay in eval mode.
+
+        Args:
+            mode: training (``True``) or evaluation mode.
+
+        Returns:
+            This module.
+        """
+        super().train(mode)
         for name in self.frozen_modules:
             getattr(self, name).eval()
         return self
 
+    def frozen(
+        self, images: torch.Tensor, anomaly: torch.Tensor, object_prior: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The frozen tokens of a batch of views (cached once per view).
 
-class CNNTokenBackbone(_FrozenPartMixin, nn.Module):
+        Args:
+            images: ``(B, 3, S, S)`` normalised views.
+            anomaly: ``(B, N)`` anomaly coverage per patch.
+            object_prior: ``(B, N)`` object coverage per patch, or ``None``.
+
+        Returns:
+            ``(B, T, token_dim)`` tokens.
+        """
+        raise NotImplementedError
+
+    def tail(
+        self,
+        tokens: torch.Tensor,
+        anomaly: torch.Tensor,
+        object_prior: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The trainable part, from cached frozen tokens to the ``(B, out_dim)`` CLS features.
+
+        Args:
+            tokens: cached tokens from :meth:`frozen`.
+            anomaly: ``(B, N)`` anomaly coverage per patch.
+            object_prior: ``(B, N)`` object coverage per patch, or ``None``.
+
+        Returns:
+            ``(B, out_dim)`` CLS features.
+        """
+        raise NotImplementedError
+
+
+class CNNTokenBackbone(TokenBackbone):
     """Frozen CNN patch tokens followed by trainable anomaly-guided transformer blocks.
 
     Args:
@@ -168,9 +235,13 @@ class CNNTokenBackbone(_FrozenPartMixin, nn.Module):
         self.guidance = guidance or GuidanceSettings()
         self.encoder = _create(backbone, pretrained, weights, features_only=True, out_indices=tuple(out_indices))
         self._freeze()
-        reduction = self.encoder.feature_info.reduction()[0]
+        feature_info = self.encoder.feature_info
+        if not isinstance(feature_info, FeatureInfo):
+            msg = f"{backbone} has no timm feature_info: not a features_only CNN"
+            raise TypeError(msg)
+        reduction = feature_info.reduction()[0]
         self.grid = (input_size // reduction, input_size // reduction)
-        self.token_dim = sum(self.encoder.feature_info.channels())
+        self.token_dim = sum(feature_info.channels())
         self.out_dim = dim
         self.input_size = input_size
         self.project = nn.Sequential(nn.LayerNorm(self.token_dim), nn.Linear(self.token_dim, dim))
@@ -222,7 +293,7 @@ class CNNTokenBackbone(_FrozenPartMixin, nn.Module):
         return self.norm(guided_cls(self.blocks, x, mask, len(self.blocks) - self.guidance.n_layers))
 
 
-class ViTTokenBackbone(_FrozenPartMixin, nn.Module):
+class ViTTokenBackbone(TokenBackbone):
     """A timm ViT whose last blocks train, with anomaly-guided attention in its last blocks.
 
     Args:
@@ -248,6 +319,9 @@ class ViTTokenBackbone(_FrozenPartMixin, nn.Module):
         super().__init__()
         self.guidance = guidance or GuidanceSettings()
         vit = _create(name, pretrained, weights, img_size=input_size, num_classes=0)
+        if not isinstance(vit, VisionTransformer):
+            msg = f"{name} is a {type(vit).__name__}, not a timm VisionTransformer: not supported by the guided ViT"
+            raise ValueError(msg)
         if getattr(vit, "num_prefix_tokens", 1) != 1 or getattr(vit, "global_pool", "token") != "token":
             msg = f"{name} is not a CLS-token ViT: the guided attention needs exactly one CLS token"
             raise ValueError(msg)
@@ -261,6 +335,9 @@ class ViTTokenBackbone(_FrozenPartMixin, nn.Module):
         if not 1 <= n_trainable_blocks <= depth:
             msg = f"n_trainable_blocks must be in [1, {depth}] for {name}, got {n_trainable_blocks}"
             raise ValueError(msg)
+        if vit.cls_token is None or vit.pos_embed is None:
+            msg = f"{name} has no CLS token or no position embedding: not supported by the guided ViT"
+            raise ValueError(msg)
         split = depth - n_trainable_blocks
         self.stem = nn.ModuleDict({"patch_embed": vit.patch_embed, "norm_pre": vit.norm_pre})
         self.cls_token, self.pos_embed = vit.cls_token, vit.pos_embed
@@ -270,7 +347,8 @@ class ViTTokenBackbone(_FrozenPartMixin, nn.Module):
         self.blocks = nn.ModuleList(vit.blocks[split:])
         self.norm = vit.norm
         self._freeze()
-        self.grid = tuple(vit.patch_embed.grid_size)
+        rows, cols = vit.patch_embed.grid_size
+        self.grid = (int(rows), int(cols))
         self.out_dim = vit.embed_dim
         self.token_dim = vit.embed_dim
         self.input_size = input_size

@@ -105,7 +105,7 @@ def add_batch(
         msg = f"quantile must lie in (0, 1), got {quantile}"
         raise ValueError(msg)
     earlier = training if isinstance(training, ImageClassification) else None
-    training_features = training.region_features if earlier is not None else np.asarray(training)
+    training_features = earlier.region_features if earlier is not None else np.asarray(training)
     threshold = float(np.quantile(typicality(model, training_features), quantile))
     found = model.classify_images(images, anomaly_maps)
     scores = typicality(model, found.region_features)

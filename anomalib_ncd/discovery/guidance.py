@@ -41,9 +41,15 @@ the whole image with its attention to itself raised.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch.nn import functional as F  # noqa: N812
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from anomalib_ncd.discovery.view_cache import RegionLike
 
 GUIDANCE_MODES = ("none", "hard", "soft", "soft_rgf", "balanced")
 
@@ -252,7 +258,7 @@ def guided_mean(tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bn,bnc->bc", normalised, tokens)
 
 
-def guide_of(region: object, settings: GuidanceSettings) -> object:
+def guide_of(region: RegionLike, settings: GuidanceSettings) -> np.ndarray | None:
     """The per-pixel guide of a region: its binary mask, or its anomaly-map crop for ``source='map'``.
 
     Args:
@@ -260,7 +266,7 @@ def guide_of(region: object, settings: GuidanceSettings) -> object:
         settings: guidance settings.
 
     Returns:
-        ``(h, w)`` array (bool or float in ``[0, 1]``).
+        ``(h, w)`` array (bool or float in ``[0, 1]``); ``None`` when the region's mask is not loaded.
     """
     soft = getattr(region, "soft_mask", None)
     if settings.source == "map" and settings.mode != "hard" and soft is not None:

@@ -213,8 +213,8 @@ def init_prototypes(
         n_init: Seedings per head; the best clustering is kept.
 
     Raises:
-        ValueError: If the features or labels have the wrong shape, too few rows, or a
-            label is outside ``[-1, n_classes)``.
+        ValueError: If the features or labels have the wrong shape, too few rows, a feature
+            is not finite, or a label is outside ``[-1, n_classes)``.
 
     Example:
         >>> import torch
@@ -236,6 +236,9 @@ def init_prototypes(
     if features.shape[0] < heads.n_classes:
         msg = f"need at least n_classes={heads.n_classes} features, got {features.shape[0]}"
         raise ValueError(msg)
+    if not bool(torch.isfinite(features).all()):
+        msg = "features must be finite: a NaN or infinite feature leaves k-means without a fit to compare"
+        raise ValueError(msg)
     dtype = torch.promote_types(features.dtype, torch.float32)
     points = F.normalize(features.detach().to(dtype), dim=1)
     fixed: dict[int, Tensor] = {}
@@ -251,11 +254,8 @@ def init_prototypes(
         fixed = {value: F.normalize(points[labels == value].mean(dim=0), dim=0) for value in classes}
     for head in range(heads.n_heads):
         rng = np.random.default_rng(seed + head)
-        best, best_fit = None, -math.inf
-        for _ in range(n_init):
-            centres = _spherical_kmeans(points, fixed, heads.n_classes, rng, n_iter)
-            # the spherical k-means objective: total cosine of each point to its nearest centre
-            fit = float((points @ centres.T).max(dim=1).values.sum())
-            if fit > best_fit:
-                best, best_fit = centres, fit
+        runs = [_spherical_kmeans(points, fixed, heads.n_classes, rng, n_iter) for _ in range(n_init)]
+        # the spherical k-means objective: total cosine of each point to its nearest centre (the
+        # first run wins a tie)
+        best = max(runs, key=lambda centres: float((points @ centres.T).max(dim=1).values.sum()))
         heads.weight[head].copy_(best.to(heads.weight))

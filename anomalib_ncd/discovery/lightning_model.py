@@ -20,18 +20,18 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import timm
 import torch
 from anomalib import LearningType
 from anomalib.models.components.base import AnomalibModule
-from torch import nn
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch.utils.data import DataLoader
 
 from anomalib_ncd.backbones.offline_weights import DEFAULT_BACKBONE
-from anomalib_ncd.discovery.backbone import CNNTokenBackbone, ViTTokenBackbone
+from anomalib_ncd.discovery.backbone import CNNTokenBackbone, TokenBackbone, ViTTokenBackbone
 from anomalib_ncd.discovery.batch import DiscoveryBatch
 from anomalib_ncd.discovery.classification import ImageClassification
 from anomalib_ncd.discovery.fusion import fuse_regions
@@ -226,6 +226,14 @@ class AnomalyNCD(AnomalibModule):
             and ``balanced`` guidance) and, with ``drop_outside``, drop regions off the object.
     """
 
+    model: DiscoveryNetwork
+    # buffers (registered in __init__, saved in the checkpoint)
+    best_head: torch.Tensor
+    prototypes_initialised: torch.Tensor
+    unknown_threshold: torch.Tensor
+    unknown_image_threshold: torch.Tensor
+    novelty_bank: torch.Tensor
+
     def __init__(
         self,
         n_novel_classes: int = 6,
@@ -283,7 +291,7 @@ class AnomalyNCD(AnomalibModule):
         self.peak_calibration: PeakCalibration | None = None  # the soft path's normal decision
         self._detector: list[AnomalibModule] = []  # a list: the detector is not a submodule of this model
         if _is_vit(backbone):
-            token_backbone: nn.Module = ViTTokenBackbone(
+            token_backbone: TokenBackbone = ViTTokenBackbone(
                 backbone,
                 n_trainable_blocks=n_trainable_blocks,
                 guidance=self.guidance_settings,
@@ -468,7 +476,7 @@ class AnomalyNCD(AnomalibModule):
         loop = self.trainer.fit_loop
         if loop.max_epochs in (None, -1, LIGHTNING_DEFAULT_MAX_EPOCHS) and self.trainer.max_steps == -1:
             loop.max_epochs = self.training_settings.epochs
-        self._teacher_temperatures = self._teacher_schedule(int(loop.max_epochs))
+        self._teacher_temperatures = self._teacher_schedule(self.fit_epochs)
 
     def _teacher_schedule(self, epochs: int) -> np.ndarray:
         settings = self.training_settings
@@ -612,7 +620,7 @@ class AnomalyNCD(AnomalibModule):
         """Calibrate the unknown thresholds on the final weights (also when training stopped early)."""
         self.calibrate_novelty()
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """SGD with momentum and a cosine schedule over the epochs (AnomalyNCD)."""
         settings = self.training_settings
         parameters = [p for p in self.model.parameters() if p.requires_grad]
@@ -897,7 +905,9 @@ class AnomalyNCD(AnomalibModule):
             ]
             images = torch.stack([view[0] for view in views]).to(self.device)
             anomaly = torch.stack([view[1] for view in views]).to(self.device)
-            on_object = torch.stack([view[2] for view in views]).to(self.device) if with_object else None
+            # with_object: every view has its object coverage
+            object_views = [view[2] for view in views if view[2] is not None]
+            on_object = torch.stack(object_views).to(self.device) if with_object else None
             tokens = backbone.frozen(images, anomaly, on_object)
             features.append(self.model.embed(tokens, anomaly, on_object).float().cpu())
             descriptors.append(anomaly_pooled(tokens, anomaly).cpu())
@@ -911,6 +921,21 @@ class AnomalyNCD(AnomalibModule):
         all_features = torch.cat(features)
         probabilities = self._probabilities(all_features, whole_image, scores, soft, anomalous)
         return probabilities, all_features.numpy(), torch.cat(descriptors)
+
+    def fitted_mebin(self) -> MEBin:
+        """The MEBin whose fitted range turns new anomaly maps into regions.
+
+        Returns:
+            The fitted MEBin.
+
+        Raises:
+            RuntimeError: when the model was not prepared with a RegionSet (nor loaded from a trained
+                checkpoint).
+        """
+        if self.mebin is None or not self.mebin.is_fitted:
+            msg = "the model has no MEBin range: prepare it with a RegionSet (or load a trained checkpoint) first"
+            raise RuntimeError(msg)
+        return self.mebin
 
     def classify_images(
         self,
@@ -938,9 +963,7 @@ class AnomalyNCD(AnomalibModule):
             RuntimeError: when the model has no fitted MEBin range.
             ValueError: when images and maps do not pair up.
         """
-        if self.mebin is None or not self.mebin.is_fitted:
-            msg = "the model has no MEBin range: prepare it with a RegionSet (or load a trained checkpoint) first"
-            raise RuntimeError(msg)
+        mebin = self.fitted_mebin()
         if len(images) != len(anomaly_maps):
             msg = f"{len(images)} images but {len(anomaly_maps)} anomaly maps"
             raise ValueError(msg)
@@ -954,7 +977,7 @@ class AnomalyNCD(AnomalibModule):
                 regions += regions_of_image(
                     image,
                     squeezed,
-                    self.mebin,
+                    mebin,
                     self.crop_settings,
                     index,
                     self.working_long_side,
@@ -986,7 +1009,11 @@ class AnomalyNCD(AnomalibModule):
             is_unknown=verdict.image_unknown,
         )
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> DiscoveryBatch:
+    # anomalib annotates predict_step as returning a tensor or a mapping, yet its own models return
+    # their batch dataclass, as this one does (Lightning's predict_step returns Any)
+    def predict_step(  # type: ignore[override]
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> DiscoveryBatch:
         """Classify the images of an anomalib batch.
 
         The anomaly maps come from ``batch.anomaly_map`` (raw, on the scale of the maps the model
@@ -1015,6 +1042,7 @@ class AnomalyNCD(AnomalibModule):
         fields = {name: getattr(batch, name) for name in ("image", "gt_label", "gt_mask", "mask_path", "image_path")}
         per_image = [found.rows_of_image(index) for index in range(len(maps))]
         region_classes, region_confidence = found.region_classes, found.region_confidence
+        region_unknown_score, region_is_unknown, unknown_score, is_unknown = found.unknown_or_default()
         return DiscoveryBatch(
             **fields,
             anomaly_map=anomaly_map,
@@ -1026,10 +1054,10 @@ class AnomalyNCD(AnomalibModule):
             region_classes=[torch.from_numpy(region_classes[rows]) for rows in per_image],
             region_confidences=[torch.from_numpy(region_confidence[rows]) for rows in per_image],
             region_scores=[torch.tensor([found.regions[i].score for i in rows]) for rows in per_image],
-            is_unknown=torch.from_numpy(found.is_unknown),
-            unknown_score=torch.from_numpy(found.unknown_score),
-            region_is_unknown=[torch.from_numpy(found.region_is_unknown[rows]) for rows in per_image],
-            region_unknown_scores=[torch.from_numpy(found.region_unknown_score[rows]) for rows in per_image],
+            is_unknown=torch.from_numpy(is_unknown),
+            unknown_score=torch.from_numpy(unknown_score),
+            region_is_unknown=[torch.from_numpy(region_is_unknown[rows]) for rows in per_image],
+            region_unknown_scores=[torch.from_numpy(region_unknown_score[rows]) for rows in per_image],
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -1054,7 +1082,7 @@ class AnomalyNCD(AnomalibModule):
             params = {key: value for key, value in params.items() if not key.startswith("_")}
             checkpoint["anomaly_ncd_mebin"] = {
                 "params": _plain(params),
-                "range": [float(self.mebin.min_th_), float(self.mebin.max_th_)],
+                "range": [float(value) for value in self.mebin.fitted_range()],
             }
         if self.peak_calibration is not None:
             checkpoint["anomaly_ncd_peak_calibration"] = self.peak_calibration.as_dict()
@@ -1064,11 +1092,11 @@ class AnomalyNCD(AnomalibModule):
     @classmethod
     def load_from_checkpoint(
         cls,
-        checkpoint_path: str | Path,
+        checkpoint_path: str | Path | IO[Any],
         map_location: Any = None,
         hparams_file: str | Path | None = None,
         strict: bool | None = None,
-        weights_only: bool = True,
+        weights_only: bool | None = True,
         **kwargs: Any,
     ) -> AnomalyNCD:
         """Load a model from its checkpoint as data: the file can never run code.
@@ -1079,7 +1107,7 @@ class AnomalyNCD(AnomalibModule):
         package, or was changed since, and is refused.
 
         Args:
-            checkpoint_path: the ``.ckpt`` file.
+            checkpoint_path: the ``.ckpt`` file (or an open binary file, read by Lightning).
             map_location: where tensors go (``cpu``, a device, a mapping...).
             hparams_file: a YAML or CSV file of hyper-parameters replacing the checkpoint's.
             strict: strict state-dict loading.
@@ -1109,14 +1137,20 @@ class AnomalyNCD(AnomalibModule):
             kwargs = _legacy_defaults(content.get("hyper_parameters") or {}) | kwargs
             del content
         with safe_loading(cls):
-            return super().load_from_checkpoint(
-                checkpoint_path,
+            model = super().load_from_checkpoint(
+                # anomalib annotates the path as str | Path only; it hands it to Lightning, which reads
+                # file objects as well
+                checkpoint_path,  # type: ignore[arg-type]
                 map_location=map_location,
                 hparams_file=hparams_file,
                 strict=strict,
                 weights_only=True,
                 **kwargs,
             )
+        if not isinstance(model, cls):  # anomalib returns its base class, Lightning an instance of cls
+            msg = f"{checkpoint_path} loaded as {type(model).__name__}, not {cls.__name__}"
+            raise TypeError(msg)
+        return model
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         """Take the checkpoint's novelty bank at its size; a checkpoint without one loads with none."""

@@ -20,12 +20,17 @@ fell from its 0.90 start to 0.68 on NEU-DET, where the CLS feature alone reached
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_ncd.discovery.heads import ProjectionMLP, PrototypeHeads
 from anomalib_ncd.discovery.novelty import anomaly_pooled
+
+if TYPE_CHECKING:
+    from anomalib_ncd.discovery.backbone import TokenBackbone
 
 
 class DiscoveryNetwork(nn.Module):
@@ -41,9 +46,11 @@ class DiscoveryNetwork(nn.Module):
         anchor: cluster the anchored feature (module docstring) instead of the CLS feature alone.
     """
 
+    anchor_mean: torch.Tensor  # a buffer, registered with the anchor only
+
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: TokenBackbone,
         n_classes: int,
         n_heads: int = 4,
         projection_dim: int = 256,

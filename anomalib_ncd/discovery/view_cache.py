@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
-from torch import nn
 
 from anomalib_ncd.discovery.guidance import GuidanceSettings, guide_of, pool_to_patches
 from anomalib_ncd.discovery.views import ViewMaker
 from anomalib_ncd.threads import torch_threads
+
+if TYPE_CHECKING:
+    from anomalib_ncd.discovery.backbone import TokenBackbone
 
 
 @dataclass
@@ -62,15 +64,34 @@ class ViewCache:
 class RegionLike(Protocol):
     """What the cache needs of a region: crop, mask, score, area, image index, whole-image flag.
 
-    A region may also carry ``object_mask`` (its crop of the object prior) and ``soft_mask``.
+    A region may also carry ``object_mask`` (its crop of the object prior) and ``soft_mask``. The
+    members are read-only, so a region whose crop is always loaded (``np.ndarray``) fits as well as
+    :class:`~anomalib_ncd.regions.crops.Region` (``np.ndarray | None``).
     """
 
-    crop: np.ndarray
-    mask: np.ndarray
-    score: float
-    area: int
-    image_index: int
-    whole_image: bool
+    @property
+    def crop(self) -> np.ndarray | None:
+        """The image pixels of the region's box (``None`` when not loaded)."""
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The binary mask inside the box (``None`` when not loaded)."""
+
+    @property
+    def score(self) -> float:
+        """The region's anomaly score."""
+
+    @property
+    def area(self) -> int:
+        """Anomalous pixels of the region."""
+
+    @property
+    def image_index(self) -> int:
+        """Position of the region's image in its map set."""
+
+    @property
+    def whole_image(self) -> bool:
+        """Whether the region is the whole image (nothing found)."""
 
 
 def region_view(
@@ -125,7 +146,7 @@ def has_object_masks(regions: Sequence[RegionLike]) -> bool:
 
 def build_view_cache(
     regions: Sequence[RegionLike],
-    backbone: nn.Module,
+    backbone: TokenBackbone,
     view_maker: ViewMaker,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
@@ -159,7 +180,8 @@ def build_view_cache(
                 for r, v in chunk
             ]
         patches = torch.stack([view[1] for view in views])
-        on_object = torch.stack([view[2] for view in views]) if with_object else None
+        # with_object: every view has its object coverage
+        on_object = torch.stack([view[2] for view in views if view[2] is not None]) if with_object else None
         # half precision on a GPU: the cache is stored in float16 anyway
         with torch.autocast(device_type=torch.device(device).type, enabled=torch.device(device).type == "cuda"):
             out = backbone.frozen(
@@ -171,6 +193,7 @@ def build_view_cache(
             tokens = torch.empty((len(regions), 1 + n_views, *out.shape[1:]), dtype=torch.float16)
             anomaly = torch.empty((len(regions), 1 + n_views, patches.shape[1]), dtype=torch.float32)
             objects = torch.empty_like(anomaly) if with_object else None
+        assert anomaly is not None  # allocated with tokens, on the first batch
         for row, (region_number, view_number) in enumerate(chunk):
             tokens[region_number, view_number] = out[row]
             anomaly[region_number, view_number] = patches[row]

@@ -14,6 +14,7 @@ CLI (``anomalib predict ... --trainer.callbacks+=anomalib_ncd.maps.AnomalyMapExp
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,8 +185,8 @@ def save_map_set(map_set: AnomalyMapSet, output_dir: str | Path) -> Path:
         The index file.
     """
     root = Path(output_dir)
-    scores = map_set.scores or [None] * len(map_set)
-    labels = map_set.is_normal or [None] * len(map_set)
+    scores: Sequence[float | None] = map_set.scores or [None] * len(map_set)
+    labels: Sequence[bool | None] = map_set.is_normal or [None] * len(map_set)
     rows = [
         _write_map(root, number, anomaly_map, path, shape)
         | {"pred_score": score, "gt_label": None if normal is None else int(not normal)}

@@ -89,15 +89,15 @@ def _match_images(
     matched = []
     for map_file in map_files:
         key = _relative_key(map_file, maps_root)
-        image = by_full.get(key)
-        if image is None:
+        found = by_full.get(key)
+        if found is None:
             candidates = by_tail.get(key[-2:], [])
             if len(candidates) != 1:
                 why = "no image" if not candidates else f"{len(candidates)} images"
                 msg = f"anomaly map {map_file} matches {why} under {images_root} (looked for {'/'.join(key)}.*)"
                 raise MapError(msg)
-            image = candidates[0]
-        matched.append(image)
+            found = candidates[0]
+        matched.append(found)
     return matched
 
 

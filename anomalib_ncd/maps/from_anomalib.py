@@ -69,7 +69,9 @@ def load_anomalib_model(
     # the checkpoint holds every weight: building the backbone must not reach for the hub, and
     # our offline weight tags (e.g. mobilenetv2_100.tv_in1k) must be known to timm
     register_offline_backbones()
-    overrides = {"pre_trained": False} if "pre_trained" in inspect.signature(model_class.__init__).parameters else {}
+    overrides: dict[str, Any] = (
+        {"pre_trained": False} if "pre_trained" in inspect.signature(model_class.__init__).parameters else {}
+    )
     try:
         with safe_loading(model_class):
             loaded = model_class.load_from_checkpoint(
@@ -208,7 +210,8 @@ def _add_callback(engine: Engine, callback: AnomalyMapCollector) -> None:
     from anomalib.engine.engine import UnassignedError
 
     try:
-        engine.trainer.callbacks.insert(0, callback)
+        # Lightning's Trainer sets its callbacks list in its callback connector, undeclared on the class
+        engine.trainer.callbacks.insert(0, callback)  # type: ignore[attr-defined]
     except UnassignedError:
         # the trainer is built at the first call; anomalib keeps its future arguments in _cache
         engine._cache.args["callbacks"].append(callback)
@@ -218,7 +221,7 @@ def _remove_callback(engine: Engine, callback: AnomalyMapCollector) -> None:
     from anomalib.engine.engine import UnassignedError
 
     try:
-        callbacks = engine.trainer.callbacks
+        callbacks = engine.trainer.callbacks  # type: ignore[attr-defined]  # see _add_callback
     except UnassignedError:
         callbacks = engine._cache.args["callbacks"]
     if callback in callbacks:

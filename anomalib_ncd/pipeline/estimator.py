@@ -188,10 +188,12 @@ class DefectDiscovery:
             CheckpointError: when ``resume_from`` is unreadable or not a Lightning checkpoint.
         """
         from anomalib.engine import Engine
+        from lightning.pytorch.callbacks import ModelCheckpoint
 
         if resume_from is not None:
             _check_resume_checkpoint(resume_from, type(self.model))
         self.model_ = copy.deepcopy(self.model)  # the model given stays as it was
+        regions: RegionSet
         if isinstance(maps, RegionSet):
             regions = maps
         else:
@@ -245,7 +247,10 @@ class DefectDiscovery:
             engine.fit(self.model_, ckpt_path=str(resume_from) if resume_from is not None else None)
         except SystemExit as error:  # Lightning turns Ctrl-C into a graceful stop and SystemExit(1)
             raise KeyboardInterrupt from error
-        self.checkpoint_path_ = Path(engine.trainer.checkpoint_callback.best_model_path or "")
+        checkpoint = engine.trainer.checkpoint_callback  # None in barebones mode: no checkpoint written
+        self.checkpoint_path_ = Path(
+            (checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else "") or ""
+        )
         # training calibrates at its end; again here for a resumed fit that had no epoch left to run
         self.model_.calibrate_novelty()
         found = self.model_.discover(n_images=len(regions.map_set))

@@ -83,7 +83,7 @@ def overlay_range(mebin: MEBin | None, maps: Sequence[np.ndarray]) -> tuple[floa
         ``(low, high)``.
     """
     if mebin is not None and mebin.is_fitted:
-        return float(mebin.min_th_), float(mebin.max_th_)
+        return mebin.fitted_range()
     finite = [m[np.isfinite(m)] for m in maps]
     values = [v for v in finite if v.size]
     if not values:
@@ -103,7 +103,7 @@ def mebin_curves(discovery: DefectDiscovery, n_curves: int = N_MEBIN_CURVES) -> 
     """
     regions_set = discovery.regions_
     results = regions_set.binarization
-    if not results:
+    if not results or regions_set.mebin is None:  # no MEBin ran (ground-truth regions)
         return []
     counts = np.array([result.anomaly_count for result in results])
     order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0][: n_curves - 1]

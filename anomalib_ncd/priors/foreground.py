@@ -230,6 +230,7 @@ def _working_features(image: np.ndarray, working_size: int, blur_sigma: float) -
     grey = image.ndim == 2 or (
         np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
     )
+    features: np.ndarray
     if not grey:
         features = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB).astype(np.float32)
     else:  # grey, or a grey image stored as RGB: grey levels (Lab's L would rescale them)
@@ -247,7 +248,7 @@ def _disc(radius: int) -> np.ndarray:
 
 def _clean(found: np.ndarray, short: int, p: ForegroundParameters) -> np.ndarray:
     """Open, close, drop small components and fill holes."""
-    mask = found.astype(np.uint8)
+    mask: np.ndarray = found.astype(np.uint8)
     open_radius = round(p.open_fraction * short)
     if open_radius > 0:
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disc(open_radius))

@@ -265,7 +265,7 @@ class _TextEncoder(nn.Module):
     a GroundingDINO checkpoint's ``bert.*`` weights load unchanged.
     """
 
-    def __init__(self, bert_model: nn.Module) -> None:
+    def __init__(self, bert_model: Any) -> None:  # a transformers BertModel (an optional dependency)
         super().__init__()
         self.config = bert_model.config
         self.embeddings = bert_model.embeddings
@@ -540,15 +540,15 @@ class GroundingDinoDetector:
         corners = torch.stack(
             [centre_x - box_w / 2, centre_y - box_h / 2, centre_x + box_w / 2, centre_y + box_h / 2], dim=1
         )
-        corners = (corners * torch.tensor([width, height, width, height])).numpy()
-        corners[:, [0, 2]] = corners[:, [0, 2]].clip(0, width)
-        corners[:, [1, 3]] = corners[:, [1, 3]].clip(0, height)
-        valid = (corners[:, 2] - corners[:, 0] >= 1) & (corners[:, 3] - corners[:, 1] >= 1)
-        return corners[valid].astype(np.float32).reshape(-1, 4)
+        pixels = (corners * torch.tensor([width, height, width, height])).numpy()
+        pixels[:, [0, 2]] = pixels[:, [0, 2]].clip(0, width)
+        pixels[:, [1, 3]] = pixels[:, [1, 3]].clip(0, height)
+        valid = (pixels[:, 2] - pixels[:, 0] >= 1) & (pixels[:, 3] - pixels[:, 1] >= 1)
+        return pixels[valid].astype(np.float32).reshape(-1, 4)
 
     def _word_positions(self, caption: str, length: int) -> torch.Tensor:
         """Token positions of the caption's words (not its separators), below ``length``."""
-        tokenizer = self.model.tokenizer
+        tokenizer: Any = self.model.tokenizer  # GroundingDINO's transformers tokenizer (untyped)
         ids = tokenizer(caption)["input_ids"]
         special = set(tokenizer.convert_tokens_to_ids(list(_SPECIAL_TOKENS)))
         return torch.tensor([i for i, token in enumerate(ids) if token not in special and i < length], dtype=torch.long)
@@ -702,6 +702,9 @@ def build_grounded_sam(settings: ObjectPriorSettings, category: str | None = Non
         msg = "the grounded_sam object prior cannot find its weights: " + "; ".join(problems)
         msg += ". See docs/object_priors.md for where to download them."
         raise ObjectPriorError(msg)
+    # no problem: every path is set
+    assert settings.groundingdino_config is not None
+    assert settings.bert_path is not None
     device = resolve_device(settings.device)
     if device.type == "cpu":
         logger.warning("grounded_sam object prior runs on the CPU: expect tens of seconds per image")

@@ -149,7 +149,7 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 def _normalised(anomaly_map: np.ndarray, min_th: float, max_th: float) -> np.ndarray:
     """The map on MEBin's scale as a fraction: 0 below ``min_th``, 1 at ``max_th``."""
-    span = max(max_th - min_th, np.finfo(np.float32).tiny)
+    span = max(max_th - min_th, float(np.finfo(np.float32).tiny))
     return np.where(anomaly_map < min_th, 0.0, np.clip((anomaly_map - min_th) / span, 0.0, 1.0))
 
 
@@ -213,7 +213,9 @@ def extract_regions(
     with progress_bar("MEBin + regions", len(aligned), progress) as advance:
         for index, (result, anomaly_map, shape) in enumerate(zip(results, aligned, map_set.image_shapes, strict=True)):
             image = read_set_image(map_set, index) if load_crops or object_prior is not None else None
-            on_object = None if object_prior is None else object_prior.mask(image, map_set.image_paths[index])
+            on_object = None
+            if object_prior is not None and image is not None:  # the image is read whenever there is a prior
+                on_object = object_prior.mask(image, map_set.image_paths[index])
             regions += _binarised_regions(
                 result,
                 anomaly_map,
@@ -295,7 +297,7 @@ def _binarised_regions(
     """Regions of one image from its MEBin result (mask at working size) and its aligned map."""
     full_mask = _to_image(result.mask, shape)
     boxes = crop_boxes(full_mask, result.anomaly_count, crop_settings)
-    normalised = _normalised(anomaly_map, mebin.min_th_, mebin.max_th_)
+    normalised = _normalised(anomaly_map, *mebin.fitted_range())
     source = "region"
     if not boxes and nothing_found == "soft":
         full_mask = _to_image(peak_blob(anomaly_map), shape)

@@ -255,6 +255,20 @@ class MEBin:
         """Whether a search range is available for ``transform``."""
         return self.min_th_ is not None and self.max_th_ is not None
 
+    def fitted_range(self) -> tuple[float, float]:
+        """The search range ``(min_th_, max_th_)`` in map units.
+
+        Returns:
+            ``(min_th_, max_th_)``.
+
+        Raises:
+            RuntimeError: before ``fit``, ``partial_fit`` or ``set_range``.
+        """
+        if self.min_th_ is None or self.max_th_ is None:
+            msg = "MEBin has no search range: call fit(), partial_fit() or set_range() first"
+            raise RuntimeError(msg)
+        return self.min_th_, self.max_th_
+
     def _reset_statistics(self) -> None:
         self.min_th_: float | None = None
         self.max_th_: float | None = None
@@ -409,13 +423,11 @@ class MEBin:
         return self.fit(maps).transform(maps, output_sizes)
 
     def _plan(self) -> "_Plan":
-        if self.min_th_ is None or self.max_th_ is None:
-            msg = "MEBin has no search range: call fit(), partial_fit() or set_range() first"
-            raise RuntimeError(msg)
+        min_th, max_th = self.fitted_range()
         thresholds = self.thresholds
         return _Plan(
-            min_th=self.min_th_,
-            max_th=self.max_th_,
+            min_th=min_th,
+            max_th=max_th,
             step=self.step,
             n_thresholds=len(thresholds),
             # Entry k: number of thresholds <= k, i.e. below ceil(norm) = k + 1 (thresholds are >= 1).
@@ -470,7 +482,7 @@ class _Plan:
             threshold = normalized_threshold * (self.max_th - self.min_th) / _NORMALISED_MAX + self.min_th
             if self.truncates(anomaly_map):
                 threshold = float(int(threshold))
-            binary = _greater(anomaly_map, threshold).view(np.uint8)
+            binary: np.ndarray = _greater(anomaly_map, threshold).view(np.uint8)
             if self.kernel is not None:
                 binary = cv2.erode(binary, self.kernel)
             mask = binary.view(bool)

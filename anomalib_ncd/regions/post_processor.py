@@ -155,7 +155,7 @@ class MEBinPostProcessor(PostProcessor):
             anomaly_maps: ``(N, H, W)`` / ``(N, 1, H, W)`` maps, or a sequence of 2-D maps.
         """
         fitter = self._make_mebin().fit(_to_numpy_maps(anomaly_maps))
-        self.set_range(fitter.min_th_, fitter.max_th_)  # type: ignore[arg-type]
+        self.set_range(*fitter.fitted_range())
 
     def _make_mebin(self) -> MEBin:
         return MEBin(
@@ -170,7 +170,8 @@ class MEBinPostProcessor(PostProcessor):
         )
 
     # -------------------------------------------------------------- callbacks
-    def on_validation_batch_end(
+    # anomalib's PostProcessor narrows Lightning's outputs (STEP_OUTPUT) to its Batch; this keeps its signature
+    def on_validation_batch_end(  # type: ignore[override]
         self,
         trainer: Trainer,
         pl_module: LightningModule,
@@ -206,7 +207,7 @@ class MEBinPostProcessor(PostProcessor):
         if fitter is not None and fitter.is_fitted:
             if fitter.range_note_ is not None:
                 warnings.warn(fitter.range_note_, RuntimeWarning, stacklevel=2)
-            self.set_range(fitter.min_th_, fitter.max_th_)  # type: ignore[arg-type]
+            self.set_range(*fitter.fitted_range())
 
     # ------------------------------------------------------------ processing
     def forward(self, predictions: InferenceBatch) -> InferenceBatch:
@@ -222,11 +223,15 @@ class MEBinPostProcessor(PostProcessor):
         Raises:
             ValueError: If neither ``pred_score`` nor ``anomaly_map`` is given.
         """
-        if predictions.pred_score is None and predictions.anomaly_map is None:
+        raw_map = predictions.anomaly_map
+        pred_score: torch.Tensor | None
+        if predictions.pred_score is not None:
+            pred_score = predictions.pred_score
+        elif raw_map is not None:
+            pred_score = torch.amax(raw_map, dim=(-2, -1))
+        else:
             msg = "At least one of pred_score or anomaly_map must be provided."
             raise ValueError(msg)
-        raw_map = predictions.anomaly_map
-        pred_score = predictions.pred_score if predictions.pred_score is not None else torch.amax(raw_map, dim=(-2, -1))
         anomaly_map = raw_map
         if self.enable_normalization:
             pred_score = self._normalize(pred_score, self.image_min, self.image_max, self.image_threshold)

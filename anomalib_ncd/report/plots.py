@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
@@ -283,14 +284,16 @@ def class_sizes_plot(
     positions = np.arange(len(class_names))
     figure = _figure(max(4.0, 0.9 * len(class_names) + 2.0), 3.6)
     axes = figure.add_subplot()
-    bars = axes.bar(positions, images_per_class, color=[_rgb(index) for index in positions])
+    bars = axes.bar(positions, images_per_class, color=[_rgb(int(index)) for index in positions])
     counts = zip(images_per_class, regions_per_class, strict=True)
     labels = [f"{images}\n({regions} reg.)" for images, regions in counts]
     axes.bar_label(bars, labels=labels, fontsize=8, padding=2)
     axes.set_xticks(positions, [str(name) for name in class_names], rotation=30 if len(class_names) > 6 else 0)
     axes.set_ylabel("images")
     axes.set_ylim(0, max([*images_per_class, 1]) * 1.3)  # room for the bar labels
-    axes.yaxis.get_major_locator().set_params(integer=True)  # counts: no 0.5 ticks
+    locator = axes.yaxis.get_major_locator()
+    if isinstance(locator, MaxNLocator):  # matplotlib's default AutoLocator is one
+        locator.set_params(integer=True)  # counts: no 0.5 ticks
     axes.set_title("Images per class")
     axes.spines[["top", "right"]].set_visible(False)
     return _png(figure)

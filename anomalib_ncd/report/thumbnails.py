@@ -184,7 +184,7 @@ def normalise_map(anomaly_map: np.ndarray, map_range: tuple[float, float]) -> np
         [[0.0, 0.5, 1.0]]
     """
     low, high = map_range
-    span = max(high - low, np.finfo(np.float32).eps)  # a flat range must not divide by zero
+    span = max(high - low, float(np.finfo(np.float32).eps))  # a flat range must not divide by zero
     values = np.nan_to_num(np.asarray(anomaly_map, dtype=np.float32), nan=low, posinf=high, neginf=low)
     return np.clip((values - low) / span, 0.0, 1.0).astype(np.float32)
 

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 from anomalib.data.utils.generators.perlin import generate_perlin_noise
+
+if TYPE_CHECKING:
+    from anomalib_ncd.priors import ForegroundPrior
 
 KINDS = ("normal", "real", "extended", "simulated")
 
@@ -67,7 +71,7 @@ class AnomalyGenerator:
     def __init__(
         self,
         real: Sequence[RealAnomaly] = (),
-        ratio: tuple[float, float, float] = (2.0, 1.0, 1.0),
+        ratio: Sequence[float] = (2.0, 1.0, 1.0),
         textures: Sequence[np.ndarray] | None = None,
         seed: int = 0,
         perlin_threshold: float = 0.5,
@@ -84,7 +88,7 @@ class AnomalyGenerator:
         self.textures = list(textures) if textures is not None else default_textures()
         self.rng = np.random.default_rng(seed)
         self.perlin_threshold = perlin_threshold
-        self._foreground = None
+        self._foreground: ForegroundPrior | None = None
 
     def choose(self) -> str:
         """Draw the kind of the next sample.

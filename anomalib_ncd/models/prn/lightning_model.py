@@ -79,6 +79,8 @@ class Prn(AnomalibModule):
         visualizer: anomalib visualizer.
     """
 
+    model: PrnModel
+
     def __init__(
         self,
         backbone: str = "mobilenetv2_100.tv_in1k",
@@ -189,7 +191,11 @@ class Prn(AnomalibModule):
         for batch in dataloader:
             images = batch.image.to(self.device)
             if self.pre_processor:
-                images = self.pre_processor.transform(images)
+                transform = self.pre_processor.transform
+                if not callable(transform):
+                    msg = f"the pre-processor's transform is not callable: {transform!r}"
+                    raise TypeError(msg)
+                images = transform(images)
             for index, features in enumerate(self.model.extract(images)):
                 if len(scales) <= index:
                     scales.append([])
@@ -214,6 +220,9 @@ class Prn(AnomalibModule):
         """
         del args, kwargs
         assert self._generator is not None
+        if batch.image is None:
+            msg = "PRN trains on images: the training batch has none"
+            raise ValueError(msg)
         samples = [self._generator(image) for image in batch.image]
         images = torch.stack([sample[0] for sample in samples])
         masks = torch.stack([sample[1] for sample in samples])

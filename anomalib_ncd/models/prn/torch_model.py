@@ -214,6 +214,9 @@ class PrnModel(nn.Module):
         top_k: pixels averaged into the image score (PRN: 100).
     """
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(
         self,
         backbone: str,

@@ -149,3 +149,15 @@ def test_restarts_keep_the_best_spherical_kmeans_fit():
     assert (fit(10) >= fit(1) - 1e-4).all()
     with pytest.raises(ValueError, match="n_init"):
         init_prototypes(PrototypeHeads(in_dim=16, n_classes=8, n_heads=1), points, n_init=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_features_are_refused(bad):
+    # a NaN fit is never better than -inf: it used to leave no best run (AttributeError on None)
+    points = torch.randn(12, 4)
+    points[3, 1] = bad
+    heads = PrototypeHeads(in_dim=4, n_classes=3, n_heads=1)
+    before = heads.weight.detach().clone()
+    with pytest.raises(ValueError, match="finite"):
+        init_prototypes(heads, points, seed=0)
+    assert torch.equal(heads.weight.detach(), before)

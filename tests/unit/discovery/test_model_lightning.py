@@ -508,3 +508,23 @@ def test_engine_max_epochs_is_honoured(scene, tmp_path, engine_epochs, expected)
     assert engine.trainer.current_epoch == expected
     assert model.lr_schedulers().T_max == expected  # the cosine follows the epochs trained
     assert len(model._teacher_temperatures) == expected
+
+
+def test_fit_bounded_by_steps_only(regions, tmp_path):
+    """``Trainer(max_steps=N)`` (Lightning then sets ``max_epochs=-1``) trains; it used to fail in setup."""
+    seed_everything(0, verbose=False)
+    model = make_model(epochs=3)
+    model.prepare(regions)
+    trainer = Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model)
+    assert trainer.global_step == 2
+    assert len(model._teacher_temperatures) == 3  # the model's training.epochs
+    assert model.lr_schedulers().T_max == 3

@@ -198,3 +198,20 @@ def test_ground_truth_regions_fit_and_report(tmp_path):
     report = discovery.write_report(tmp_path / "report")
     assert report.is_file()
     assert "defect classes" in report.read_text()
+
+
+def test_fit_without_a_checkpoint_callback(tmp_path):
+    """``barebones`` Lightning has no checkpoint callback: the fit used to fail reading its best path."""
+    from pathlib import Path
+
+    _, _, _, map_set = make_scene(tmp_path)
+    seed_everything(0, verbose=False)
+    discovery = DefectDiscovery(
+        make_model(epochs=1),
+        root_dir=tmp_path,
+        progress=False,
+        engine_options={"barebones": True, "enable_model_summary": False},
+    )
+    discovery.fit(map_set)
+    assert discovery.checkpoint_path_ == Path()
+    assert len(discovery.assignments_) == len(map_set)
