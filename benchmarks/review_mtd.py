@@ -52,9 +52,22 @@ def typed_folder(rows: pd.DataFrame, root: Path) -> Path:
     return root
 
 
+_TYPES: dict[str, str] = {}
+
+
+def typed_folder_types(root: Path) -> None:
+    """Remember the type of each image of a typed folder, by its link and by the file it points to.
+
+    ``add --images`` reads a folder's files by their resolved paths, ``discover --data`` by the
+    links, so both must name the type.
+    """
+    for link in root.glob("*/*"):
+        _TYPES[str(link)] = _TYPES[str(link.resolve())] = link.parent.name
+
+
 def true_type(path: str) -> str:
     """An image's type: its folder in the typed folder."""
-    return Path(path).parent.name
+    return _TYPES.get(str(path), Path(path).parent.name)
 
 
 def simulated_review(run: Path, per_type: int, seed: int) -> dict[str, Any]:
@@ -130,6 +143,8 @@ def main() -> None:
         first, rest = (part.groupby("defect_type", group_keys=False).head(args.max_per_type) for part in (first, rest))
     out = args.out.resolve()
     set_a, set_b = typed_folder(first, out / "A"), typed_folder(rest, out / "B")
+    typed_folder_types(set_a)
+    typed_folder_types(set_b)
     common = [f"--detector.checkpoint={args.checkpoint.resolve()}", f"--training.epochs={args.epochs}"]
     common += [f"--seed={args.seed}", "--report=true"]
     report: dict[str, Any] = {"settings": {key: str(value) for key, value in vars(args).items()}}
