@@ -84,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"anomalib-ncd: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("anomalib-ncd: interrupted; resume a discover run with --resume <run folder>", file=sys.stderr)
+        command = next((argument for argument in arguments if argument in COMMANDS), None)
+        hint = {
+            "discover": "; resume the run with --resume <run folder>",
+            "predict": "; the same command with --output <its folder> resumes it",
+        }.get(command or "", "")
+        print(f"anomalib-ncd: interrupted{hint}", file=sys.stderr)
         return 130
     return 0
 

@@ -36,6 +36,7 @@ from ncd_mtd import DEFAULT_MTD, DETECTOR_ROOT
 from anomalib_ncd.cli import main as cli
 from anomalib_ncd.data import load_mtd
 from anomalib_ncd.evaluation import clustering_report
+from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.results import read_run_state
 
 NORMAL_TYPE = "Free"
@@ -116,6 +117,32 @@ def unfinished(root: Path) -> list[Path]:
     return [run for run in sorted(root.glob("NCD/*/*/v*")) if not read_run_state(run).get("complete", False)]
 
 
+def score_finished(out: Path) -> dict[str, Any]:
+    """The scores of a finished benchmark's run folders (``--score-only``): versions in the order made."""
+    typed_folder_types(out / "A")
+    typed_folder_types(out / "B")
+    runs = out / "runs" / "NCD" / "A" / "all"
+    report = {
+        "A, discovered": scores_of(pd.read_csv(runs / "v0" / "assignments.csv")),
+        "A, reviewed": scores_of(pd.read_csv(runs / "v1" / "assignments.csv")),
+    }
+    for label, version in (("B, add to the unreviewed run", "v2"), ("B, add to the reviewed run", "v3")):
+        rows = pd.read_csv(runs / version / "assignments.csv")
+        report[label] = scores_of(rows[rows["batch"] == version])
+    report["B, discover --known reviewed"] = scores_of(pd.read_csv(latest(out / "known") / "assignments.csv"))
+    return report
+
+
+def print_scores(report: dict[str, Any]) -> None:
+    """One line per path: image NMI / ARI / F1 and the named accuracy."""
+    for key, value in report.items():
+        if isinstance(value, dict) and "nmi" in value:
+            print(
+                f"  {key:<52} NMI {value['nmi']:.3f}  ARI {value['ari']:.3f}  F1 {value['f1']:.3f}  "
+                f"named {value['named_accuracy']:.3f}"
+            )
+
+
 def main() -> None:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,7 +153,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-per-type", type=int, default=0, help="cap images per type in each half (0: none)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/review_mtd"))
+    parser.add_argument("--score-only", action="store_true", help="score the run folders of a finished run again")
     args = parser.parse_args()
+    if args.score_only:
+        out = args.out.resolve()
+        earlier = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+        report = earlier | score_finished(out) | {"rescored": True}  # time and memory stay the run's
+        print_scores(report)
+        atomic_write_text(out / "results.json", json.dumps(report, indent=2, default=str))
+        return
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     if not args.checkpoint.is_file():
         raise SystemExit(f"detector checkpoint {args.checkpoint} not found: run benchmarks/detector_mtd.py first")
@@ -180,12 +215,7 @@ def main() -> None:
     report["B, discover --known reviewed"] = scores_of(pd.read_csv(latest(out / "known") / "assignments.csv"))
     report["timings_s"] = timings
     print(f"\nMTD, {len(first)} images discovered and reviewed ({args.per_type} labeled per type), {len(rest)} added:")
-    for key, value in report.items():
-        if isinstance(value, dict) and "nmi" in value:
-            print(
-                f"  {key:<52} NMI {value['nmi']:.3f}  ARI {value['ari']:.3f}  F1 {value['f1']:.3f}  "
-                f"named {value['named_accuracy']:.3f}"
-            )
+    print_scores(report)
     finish_report(report, args.out, time.perf_counter() - start)
 
 

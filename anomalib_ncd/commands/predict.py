@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from anomalib_ncd.maps.folder import IMAGE_SUFFIXES
 from anomalib_ncd.results import next_version_dir, read_run_state, resolve_run
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from anomalib_ncd.discovery.classification import ImageClassification
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
     from anomalib_ncd.maps.map_set import AnomalyMapSet
@@ -52,6 +55,7 @@ def predict(
     output: str | None = None,
     overlays: bool = False,
     batch_size: int = 32,
+    chunk_size: int = 256,
     accelerator: str = "auto",
     devices: int = 1,
 ) -> Path:
@@ -61,6 +65,11 @@ def predict(
     their ``class_name`` is ``unknown``, ``pred_class`` keeps the nearest class, and ``unknown_score``
     and ``region_unknown_scores`` say how atypical they are.
 
+    The images stream through in chunks of ``chunk_size``: the detector's maps and the regions of
+    one chunk at a time are in memory, whatever the folder's size. Each chunk's rows are written
+    atomically to ``parts/`` as it finishes, so a killed predict resumes where it stopped: run the same
+    command with ``--output`` set to its folder (the same run, images and chunk size).
+
     Args:
         run: a completed ``discover`` run folder (or its ``latest`` link).
         images: an image file or a folder of images (searched recursively).
@@ -68,9 +77,11 @@ def predict(
             discovered from saved maps and so has no detector.
         detector: the run's detector: its model class (when the run does not record it) and
             whether to trust a checkpoint that needs more than plain data.
-        output: output folder (default: ``<run>/predictions/vN``).
+        output: output folder (default: ``<run>/predictions/vN``); the folder of a killed predict
+            resumes it.
         overlays: also write, per image, its anomaly-map overlay with region boxes and classes.
         batch_size: regions per forward pass.
+        chunk_size: images mapped and classified together (memory grows with it, not with the folder).
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``...).
         devices: number of devices.
 
@@ -79,25 +90,53 @@ def predict(
 
     Raises:
         ValueError: when the run is not a completed discovery run, or its checkpoint or the detector's
-            is unusable (corrupt, not a checkpoint, or needing types outside the allow-list).
+            is unusable (corrupt, not a checkpoint, or needing types outside the allow-list), or
+            ``output`` holds a predict of other images.
     """
+    from tqdm import tqdm
+
+    from anomalib_ncd.pipeline.estimator import DefectDiscovery
+    from anomalib_ncd.pipeline.tables import assignments_table
+
     arguments = dict(locals())
+    if chunk_size < 1:
+        msg = f"chunk_size must be at least 1, got {chunk_size}"
+        raise ValueError(msg)
     run_dir, state = completed_run(run)
     image_files = list_images(images)
     check_image_sizes(image_files)
     model = load_run_model(run_dir)  # before the detector runs: a bad run checkpoint fails fast
-    map_set = maps_of_images(image_files, maps, state, detector, accelerator, devices)
-    from anomalib_ncd.pipeline.estimator import DefectDiscovery
-
-    discovery = DefectDiscovery(model, accelerator=accelerator, devices=devices)
-    found = discovery.classify(map_set, batch_size=batch_size)
-    from anomalib_ncd.pipeline.tables import assignments_table
-
-    table = assignments_table(map_set, found, model.class_names)
+    # a missing detector or bad saved maps fail before anything is written
+    mapper = DetectorMaps(maps, state, detector, accelerator, devices, image_files)
     folder = Path(output) if output is not None else next_version_dir(run_dir / "predictions")
-    if overlays:
-        map_range = model.fitted_mebin().fitted_range()
-        _write_overlays(folder / "overlays", map_set, found, model.class_names, map_range)
+    parts = PredictionParts(folder, run_dir, image_files, chunk_size)
+    done = parts.completed()
+    if done:
+        print(f"resuming {folder}: {parts.n_images_in(done)} of {len(image_files)} images already classified")
+    discovery = DefectDiscovery(model, accelerator=accelerator, devices=devices, progress=False)
+    with tqdm(total=len(image_files), unit="image", desc="Predicting", initial=parts.n_images_in(done)) as bar:
+        for chunk in range(parts.n_chunks):
+            if chunk in done:
+                continue
+            files = parts.files_of(chunk)
+            try:
+                map_set = mapper(files)
+                found = discovery.classify(map_set, batch_size=batch_size)
+            except KeyboardInterrupt:
+                finished = parts.n_images_in(parts.completed())
+                print(
+                    f"predict interrupted with {finished} of {len(image_files)} images classified; the same "
+                    f"command with --output {folder} resumes it",
+                    file=sys.stderr,
+                )
+                raise
+            if overlays:
+                map_range = model.fitted_mebin().fitted_range()
+                offset = chunk * chunk_size
+                _write_overlays(folder / "overlays", map_set, found, model.class_names, map_range, offset)
+            parts.write(chunk, assignments_table(map_set, found, model.class_names))
+            bar.update(len(files))
+    table = parts.table()
     atomic_write_text(folder / "predictions.csv", table.to_csv(index=False))
     records = json.loads(table.to_json(orient="records"))
     for record in records:
@@ -115,6 +154,77 @@ def predict(
     counts = table["class_name"].value_counts().to_dict()
     print(f"{len(table)} images classified ({', '.join(f'{k}: {v}' for k, v in counts.items())}); results in {folder}")
     return folder
+
+
+class PredictionParts:
+    """The chunks of a predict and their finished rows, one CSV per chunk under ``<folder>/parts``.
+
+    ``parts/manifest.json`` names the run, the images and the chunk size; a folder whose manifest
+    differs belongs to another predict and is refused rather than mixed with this one.
+
+    Args:
+        folder: the predict's output folder.
+        run_dir: the run whose model classifies.
+        image_files: every image, in order.
+        chunk_size: images per chunk.
+
+    Raises:
+        ValueError: when ``folder`` holds the parts of another predict.
+    """
+
+    def __init__(self, folder: Path, run_dir: Path, image_files: list[Path], chunk_size: int) -> None:
+        import hashlib
+
+        self.folder = folder / "parts"
+        self.image_files = image_files
+        self.chunk_size = chunk_size
+        self.n_chunks = (len(image_files) + chunk_size - 1) // chunk_size
+        listing = "\n".join(str(path) for path in image_files).encode("utf-8")
+        self.manifest = {
+            "run": str(run_dir),
+            "images": len(image_files),
+            "images_sha256": hashlib.sha256(listing).hexdigest(),
+            "chunk_size": chunk_size,
+        }
+        manifest_file = self.folder / "manifest.json"
+        if manifest_file.is_file():
+            earlier = json.loads(manifest_file.read_text(encoding="utf-8"))
+            if earlier != self.manifest:
+                msg = (
+                    f"{folder} holds a predict of other images, another run or another chunk size; "
+                    "give a new --output (or the same images, run and --chunk_size to resume it)"
+                )
+                raise ValueError(msg)
+        else:
+            atomic_write_text(manifest_file, json.dumps(self.manifest, indent=2))
+
+    def _part(self, chunk: int) -> Path:
+        return self.folder / f"part-{chunk:06d}.csv"
+
+    def files_of(self, chunk: int) -> list[Path]:
+        """The images of one chunk."""
+        return self.image_files[chunk * self.chunk_size : (chunk + 1) * self.chunk_size]
+
+    def completed(self) -> set[int]:
+        """The chunks whose rows are written (a part file exists only once complete: atomic writes)."""
+        return {chunk for chunk in range(self.n_chunks) if self._part(chunk).is_file()}
+
+    def n_images_in(self, chunks: set[int]) -> int:
+        """Images in the given chunks."""
+        return sum(len(self.files_of(chunk)) for chunk in chunks)
+
+    def write(self, chunk: int, table: pd.DataFrame) -> None:
+        """Write one chunk's rows, atomically."""
+        atomic_write_text(self._part(chunk), table.to_csv(index=False))
+
+    def table(self) -> pd.DataFrame:
+        """Every chunk's rows, in image order."""
+        import pandas as pd
+
+        frames = [
+            pd.read_csv(self._part(chunk), keep_default_na=False, na_values=[""]) for chunk in range(self.n_chunks)
+        ]
+        return pd.concat(frames, ignore_index=True)
 
 
 def list_images(images: str | Path) -> list[Path]:
@@ -199,10 +309,7 @@ def maps_of_images(
     Args:
         image_files: the images.
         maps: a saved maps folder (``index.csv``) of these images, or ``None``.
-        state: the run's ``run.json`` (its ``detector_checkpoint`` is ``None`` when it was discovered
-            from saved maps; its ``detector_model`` names the detector's class; its
-            ``detector_input`` says how the run fed images to it: ``image_size`` and ``letterbox``,
-            by default the checkpoint's own input size, squashed).
+        state: the run's ``run.json`` (see :class:`DetectorMaps`).
         detector: the model class override and the trust opt-in.
         accelerator: Lightning accelerator of the detector.
         devices: number of devices.
@@ -213,37 +320,108 @@ def maps_of_images(
     Raises:
         ValueError: when there are neither maps nor a detector, or the detector checkpoint is unusable.
     """
-    from anomalib_ncd.data.samples import make_sample_table
-    from anomalib_ncd.maps.folder import load_map_folder
-    from anomalib_ncd.maps.from_anomalib import load_anomalib_model
+    return DetectorMaps(maps, state, detector, accelerator, devices, image_files)(image_files)
 
-    samples = make_sample_table(
-        {"image_path": str(path), "defect_type": "unknown", "is_normal": False, "split": "test"} for path in image_files
-    )
-    detector_checkpoint = state.get("detector_checkpoint")
-    if maps is not None:
-        map_set = load_map_folder(maps, samples=samples)
-    elif detector_checkpoint is None:
-        msg = "this run was discovered from saved maps and has no detector: give the new images' maps with --maps"
-        raise ValueError(msg)
-    else:
-        from anomalib_ncd.commands.detector_maps import detector_maps_of, input_size
+
+class DetectorMaps:
+    """Raw anomaly maps of new images, chunk by chunk: from saved maps, or from the run's detector.
+
+    The detector is loaded once, when this is made, and runs on each list of images it is called with.
+    Saved maps are read once, for every image of ``image_files``, and handed out by image.
+
+    Args:
+        maps: a saved maps folder (``index.csv``) of the images, or ``None``.
+        state: the run's ``run.json`` (its ``detector_checkpoint`` is ``None`` when it was discovered
+            from saved maps; its ``detector_model`` names the detector's class; its
+            ``detector_input`` says how the run fed images to it: ``image_size`` and ``letterbox``,
+            by default the checkpoint's own input size, squashed).
+        detector: the model class override and the trust opt-in.
+        accelerator: Lightning accelerator of the detector.
+        devices: number of devices.
+        image_files: every image the saved maps will be asked for (with ``maps``).
+
+    Raises:
+        ValueError: when there are neither maps nor a detector, or the detector checkpoint is unusable.
+    """
+
+    def __init__(
+        self,
+        maps: str | None,
+        state: dict[str, Any],
+        detector: RunDetector,
+        accelerator: str,
+        devices: int,
+        image_files: list[Path] | None = None,
+    ) -> None:
+        from anomalib_ncd.maps.folder import load_map_folder
+        from anomalib_ncd.maps.from_anomalib import load_anomalib_model
+        from anomalib_ncd.maps.map_set import MapError
+
+        self.accelerator, self.devices = accelerator, devices
+        self.loaded: Any = None
+        self.saved: AnomalyMapSet | None = None
+        detector_checkpoint = state.get("detector_checkpoint")
+        if maps is not None:
+            self.saved = load_map_folder(maps, samples=_samples(image_files or []))
+            self.saved_rows = {str(Path(path).resolve()): row for row, path in enumerate(self.saved.image_paths)}
+            missing = [path for path in image_files or [] if str(Path(path).resolve()) not in self.saved_rows]
+            if missing:
+                shown = ", ".join(str(path) for path in missing[:3]) + (" ..." if len(missing) > 3 else "")
+                msg = f"{len(missing)} images have no map in {maps}: {shown}"
+                raise MapError(msg)
+            return
+        if detector_checkpoint is None:
+            msg = "this run was discovered from saved maps and has no detector: give the new images' maps with --maps"
+            raise ValueError(msg)
+        from anomalib_ncd.commands.detector_maps import input_size
 
         model = detector.model or state.get("detector_model")
-        loaded = load_anomalib_model(detector_checkpoint, model, trust_checkpoint=detector.trust_checkpoint)
+        self.loaded = load_anomalib_model(detector_checkpoint, model, trust_checkpoint=detector.trust_checkpoint)
         recorded = state.get("detector_input") or {}
-        image_size = recorded.get("image_size") or input_size(loaded) or 256
-        size = tuple(image_size) if isinstance(image_size, list) else image_size
-        letterbox = bool(recorded.get("letterbox", False))
-        # anomalib's engine root, and the visualiser a checkpoint brings back, stay out of the working folder
-        loaded.visualizer = None
-        with tempfile.TemporaryDirectory(prefix="anomalib_ncd_predict_") as engine_root:
-            map_set = detector_maps_of(
-                loaded, samples, "predict", "", size, letterbox, accelerator, devices, Path(engine_root)
-            )
-    map_set.defect_types = None  # the placeholder type is not ground truth
-    map_set.is_normal = None
-    return map_set
+        image_size = recorded.get("image_size") or input_size(self.loaded) or 256
+        self.size = tuple(image_size) if isinstance(image_size, list) else image_size
+        self.letterbox = bool(recorded.get("letterbox", False))
+        # the visualiser a checkpoint brings back would write into the working folder
+        self.loaded.visualizer = None
+
+    def __call__(self, image_files: list[Path]) -> AnomalyMapSet:
+        """The maps of these images (no ground truth).
+
+        Args:
+            image_files: the images.
+
+        Returns:
+            The map set.
+        """
+        if self.saved is not None:
+            map_set = self.saved.subset([self.saved_rows[str(Path(path).resolve())] for path in image_files])
+        else:
+            from anomalib_ncd.commands.detector_maps import detector_maps_of
+
+            with tempfile.TemporaryDirectory(prefix="anomalib_ncd_predict_") as engine_root:  # anomalib's engine root
+                map_set = detector_maps_of(
+                    self.loaded,
+                    _samples(image_files),
+                    "predict",
+                    "",
+                    self.size,
+                    self.letterbox,
+                    self.accelerator,
+                    self.devices,
+                    Path(engine_root),
+                )
+        map_set.defect_types = None  # the placeholder type is not ground truth
+        map_set.is_normal = None
+        return map_set
+
+
+def _samples(image_files: list[Path]) -> pd.DataFrame:
+    """A sample table of new images: no type, no mask."""
+    from anomalib_ncd.data.samples import make_sample_table
+
+    return make_sample_table(
+        {"image_path": str(path), "defect_type": "unknown", "is_normal": False, "split": "test"} for path in image_files
+    )
 
 
 def _write_overlays(
@@ -252,8 +430,12 @@ def _write_overlays(
     found: ImageClassification,
     class_names: list[str],
     map_range: tuple[float, float],
+    offset: int = 0,
 ) -> None:
-    """One PNG per image: its anomaly map over it, region boxes in their class colour, its class."""
+    """One PNG per image: its anomaly map over it, region boxes in their class colour, its class.
+
+    ``offset`` is the position of the first image in the whole predict (files are numbered by it).
+    """
     import cv2
 
     from anomalib_ncd.data.image_io import read_image
@@ -273,4 +455,4 @@ def _write_overlays(
         scale = max(image.shape[1] / 640, 0.4)
         cv2.putText(canvas, label, (4, int(18 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
                     class_colour(int(found.classes[index])), max(1, round(scale)), cv2.LINE_AA)  # fmt: skip
-        write_png(folder / f"{index:06d}_{Path(path).stem}.png", canvas)
+        write_png(folder / f"{offset + index:06d}_{Path(path).stem}.png", canvas)
