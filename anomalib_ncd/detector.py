@@ -107,7 +107,10 @@ def train_detector(
     """
     from anomalib.engine import Engine
 
+    from anomalib_ncd.quiet import is_verbose
+
     engine_kwargs.setdefault("logger", False)
+    engine_kwargs.setdefault("enable_model_summary", is_verbose())  # the command line's quiet output hides it
     engine = Engine(default_root_dir=str(root_dir), **engine_kwargs)
     engine.fit(model=model, datamodule=datamodule)
     return engine

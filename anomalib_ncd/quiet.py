@@ -37,6 +37,8 @@ HARMLESS_WARNINGS = (
     # the frozen backbone stays in eval mode on purpose (batch-norm statistics of ImageNet)
     r"Found \d+ module\(s\) in eval mode at the start of training",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # Patchcore and PRN's memory-bank fit have no optimizer by design
+    r"`LightningModule.configure_optimizers` returned `None`, this fit will run with no optimizer",
 )
 
 _state = {"verbose": True}

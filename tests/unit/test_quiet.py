@@ -19,6 +19,7 @@ logging.getLogger("timm.models._builder").warning(
     "Unexpected keys (classifier.weight) found while loading pretrained weights"
 )
 warnings.warn("Found 3 module(s) in eval mode at the start of training.", UserWarning)
+warnings.warn("`LightningModule.configure_optimizers` returned `None`, this fit will run with no optimizer")
 warnings.warn("a real problem", UserWarning)
 logging.getLogger("anomalib_ncd").info("one line per stage")
 """
@@ -33,7 +34,8 @@ def _stderr(verbose: bool) -> str:
 
 def test_quiet_output_hides_library_chatter_but_not_real_warnings():
     output = _stderr(verbose=False)
-    for chatter in ("GPU available", "TPU available", "litlogger", "Unexpected keys", "in eval mode"):
+    chatter_lines = ("GPU available", "TPU available", "litlogger", "Unexpected keys", "in eval mode", "no optimizer")
+    for chatter in chatter_lines:
         assert chatter not in output
     assert "a real problem" in output
     assert "one line per stage" in output
@@ -41,7 +43,8 @@ def test_quiet_output_hides_library_chatter_but_not_real_warnings():
 
 def test_verbose_output_shows_everything():
     output = _stderr(verbose=True)
-    for line in ("GPU available", "Unexpected keys", "in eval mode", "a real problem", "one line per stage"):
+    shown = ("GPU available", "Unexpected keys", "in eval mode", "no optimizer", "a real problem", "one line per stage")
+    for line in shown:
         assert line in output
 
 
