@@ -96,7 +96,7 @@ def predict(
     from tqdm import tqdm
 
     from anomalib_ncd.pipeline.estimator import DefectDiscovery
-    from anomalib_ncd.pipeline.tables import assignments_table
+    from anomalib_ncd.pipeline.tables import LIST_COLUMNS, assignments_table
 
     arguments = dict(locals())
     if chunk_size < 1:
@@ -140,14 +140,7 @@ def predict(
     atomic_write_text(folder / "predictions.csv", table.to_csv(index=False))
     records = json.loads(table.to_json(orient="records"))
     for record in records:
-        for key in (
-            "region_boxes",
-            "region_classes",
-            "region_confidences",
-            "region_scores",
-            "region_unknown",
-            "region_unknown_scores",
-        ):
+        for key in LIST_COLUMNS:
             record[key] = json.loads(record[key])
     atomic_write_text(folder / "predictions.json", json.dumps(records, indent=2))
     atomic_write_text(folder / CONFIG_FILE, config_yaml(arguments))

@@ -11,6 +11,16 @@ from anomalib_ncd.discovery.classification import ImageClassification
 from anomalib_ncd.discovery.novelty import UNKNOWN
 from anomalib_ncd.maps.map_set import AnomalyMapSet
 
+LIST_COLUMNS: tuple[str, ...] = (
+    "region_boxes",
+    "region_classes",
+    "region_confidences",
+    "region_scores",
+    "region_unknown",
+    "region_unknown_scores",
+)
+"""Columns of the assignments table that hold one JSON list per image (a value per region)."""
+
 
 def assignments_table(map_set: AnomalyMapSet, found: ImageClassification, class_names: list[str]) -> pd.DataFrame:
     """One row per image: its class, confidence, detector score, regions and known type.

@@ -8,6 +8,7 @@ import pytest
 
 from anomalib_ncd.cli import main
 from anomalib_ncd.pipeline.estimator import DefectDiscovery
+from anomalib_ncd.pipeline.tables import LIST_COLUMNS
 from tests.unit.cli.test_cli_discover import finished_run  # noqa: F401  (the shared discover run)
 
 
@@ -15,10 +16,6 @@ def _predict(run, images, maps, output, *extra):
     return main(
         ["predict", "--run", str(run), "--images", str(images), "--maps", str(maps), "--output", str(output), *extra]
     )
-
-
-LIST_COLUMNS = ("region_boxes", "region_classes", "region_confidences", "region_scores", "region_unknown",
-                "region_unknown_scores")  # fmt: skip
 
 
 def assert_same_predictions(got, expected):

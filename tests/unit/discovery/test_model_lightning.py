@@ -36,16 +36,21 @@ def make_model(epochs=2, **kwargs):
     return AnomalyNCD(**options)
 
 
-def fit(model, root=None, epochs=2):
-    trainer = Trainer(
-        max_epochs=epochs,
+def quiet_trainer(root=None, **limits):
+    """A CPU trainer without logger, checkpoints, progress bar or summary, bounded by ``limits``."""
+    return Trainer(
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=root,
+        **limits,
     )
+
+
+def fit(model, root=None, epochs=2):
+    trainer = quiet_trainer(root, max_epochs=epochs)
     trainer.fit(model)
     return trainer
 
@@ -515,15 +520,7 @@ def test_fit_bounded_by_steps_only(regions, tmp_path):
     seed_everything(0, verbose=False)
     model = make_model(epochs=3)
     model.prepare(regions)
-    trainer = Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=2)
     trainer.fit(model)
     assert trainer.global_step == 2
     assert len(model._teacher_temperatures) == 3  # the model's training.epochs
