@@ -54,6 +54,7 @@ def make_patchcore(
     """
     from anomalib.models import Patchcore
 
+    from anomalib_ncd.backbones.memory_format import channels_last
     from anomalib_ncd.coreset import use_fast_coreset
 
     if pre_trained and backbone in OFFLINE_WEIGHTS:
@@ -66,6 +67,7 @@ def make_patchcore(
         coreset_sampling_ratio=coreset_sampling_ratio,
         **kwargs,
     )
+    channels_last(model)  # about twice as fast on a CPU, same maps (anomalib_ncd.backbones.memory_format)
     return use_fast_coreset(model) if fast_coreset else model
 
 

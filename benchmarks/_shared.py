@@ -101,7 +101,7 @@ def patchcore_maps(
         image_size = size[0]
     else:
         start = time.perf_counter()
-        model, _, image_size = train_patchcore(settings, table, dataset, "", root, "auto", 1, 0)
+        model, _, image_size, _ = train_patchcore(settings, table, dataset, "", root, "auto", 1, 0)
         times["detector_fit_s"] = time.perf_counter() - start
     start = time.perf_counter()
     maps = detector_maps_of(model, test, dataset, "", image_size, settings.letterbox, "auto", 1)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
 from anomalib_ncd.backbones.offline_weights import DEFAULT_BACKBONE
 from anomalib_ncd.data.letterbox import MIN_INPUT_SIZE, choose_input_size
 from anomalib_ncd.maps.map_set import AnomalyMapSet
+
+if TYPE_CHECKING:
+    from anomalib_ncd.maps.export import ValidationMapCollector
 
 logger = logging.getLogger("anomalib_ncd")
 
@@ -162,10 +165,12 @@ def anomaly_maps(
         fallback = MIN_INPUT_SIZE if settings.image_size == "auto" else settings.image_size
         image_size: int | tuple[int, int] = input_size(model) or fallback
     else:
-        model, checkpoint, image_size = train_patchcore(
+        model, checkpoint, image_size, validated = train_patchcore(
             settings, table, dataset, category, workdir, accelerator, devices, seed
         )
         letterbox = settings.letterbox
+        if validated is not None:  # the fit's validation pass mapped the test images already
+            return validated, checkpoint, model_class_name(model), {"image_size": image_size, "letterbox": letterbox}
     model.visualizer = None  # a checkpoint brings anomalib's visualiser back: only the maps are wanted
     detector_dir = workdir / DETECTOR_FOLDER
     maps = detector_maps_of(model, test, dataset, category, image_size, letterbox, accelerator, devices, detector_dir)
@@ -202,7 +207,6 @@ def detector_maps_of(
         The maps, with the table's ground truth.
     """
     from anomalib_ncd.data import to_anomalib_datamodule
-    from anomalib_ncd.data.letterbox import unletterbox_map
     from anomalib_ncd.maps.from_anomalib import predict_maps
 
     datamodule = to_anomalib_datamodule(
@@ -216,8 +220,21 @@ def detector_maps_of(
     # anomalib's engine (and a checkpoint's visualiser) write under its root: keep it in the run
     engine_root: dict[str, Any] = {} if root_dir is None else {"default_root_dir": str(root_dir)}
     maps = predict_maps(model, datamodule, samples=samples, accelerator=accelerator, devices=devices, **engine_root)
-    if letterbox:
-        maps.maps = [unletterbox_map(m, shape) for m, shape in zip(maps.maps, maps.image_shapes, strict=True)]
+    return unletterboxed(maps) if letterbox else maps
+
+
+def unletterboxed(maps: AnomalyMapSet) -> AnomalyMapSet:
+    """The maps of letterboxed detector inputs cropped back to each image's content (in place).
+
+    Args:
+        maps: maps of letterboxed inputs, with the images' shapes.
+
+    Returns:
+        The same set, each map with its image's aspect ratio.
+    """
+    from anomalib_ncd.data.letterbox import unletterbox_map
+
+    maps.maps = [unletterbox_map(m, shape) for m, shape in zip(maps.maps, maps.image_shapes, strict=True)]
     return maps
 
 
@@ -275,8 +292,11 @@ def train_patchcore(
     accelerator: str,
     devices: int | str,
     seed: int,
-) -> tuple[Any, str, int]:
+) -> tuple[Any, str, int, AnomalyMapSet | None]:
     """Train anomalib's Patchcore on the table's normal training images, as ``discover`` does.
+
+    anomalib's fit validates the detector on the table's test images (its thresholds); their raw
+    maps are taken from that pass, so they need no second pass of the detector.
 
     Args:
         settings: backbone, input size (``auto``: from the images), letterbox, coreset ratio, cap.
@@ -289,7 +309,9 @@ def train_patchcore(
         seed: seed of the training-image sample when capped.
 
     Returns:
-        The trained model, its checkpoint path and its input side.
+        The trained model, its checkpoint path, its input side and the maps of the table's test
+        images from the validation pass (``None`` when that pass did not map each of them once,
+        e.g. split over several devices: map them with :func:`detector_maps_of` then).
 
     Raises:
         ValueError: when the table has no normal training image.
@@ -300,6 +322,7 @@ def train_patchcore(
     from anomalib_ncd.data.image_io import read_image_size
     from anomalib_ncd.data.mtd import cap_detector_training
     from anomalib_ncd.detector import make_patchcore, train_detector
+    from anomalib_ncd.maps.export import ValidationMapCollector
 
     settings.check_data(table, dataset)
     if settings.max_train_images is not None:
@@ -327,8 +350,15 @@ def train_patchcore(
     )
     how = "letterboxed" if settings.letterbox else "squashed"
     logger.info("Training Patchcore (%s) on %d normal images, %d px %s", settings.backbone, len(train), size, how)
+    collector = ValidationMapCollector()
     engine = train_detector(
-        model, datamodule, root_dir=detector_dir, max_epochs=1, accelerator=accelerator, devices=devices
+        model,
+        datamodule,
+        root_dir=detector_dir,
+        max_epochs=1,
+        accelerator=accelerator,
+        devices=devices,
+        callbacks=[collector],
     )
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -336,4 +366,18 @@ def train_patchcore(
     if not isinstance(checkpoint, ModelCheckpoint):  # anomalib's Engine adds one (not in barebones mode)
         msg = "the detector's training wrote no checkpoint (no ModelCheckpoint callback)"
         raise RuntimeError(msg)
-    return model, str(Path(checkpoint.best_model_path).resolve()), size
+    return model, str(Path(checkpoint.best_model_path).resolve()), size, _validation_maps(collector, table, settings)
+
+
+def _validation_maps(
+    collector: ValidationMapCollector, table: pd.DataFrame, settings: DetectorSettings
+) -> AnomalyMapSet | None:
+    """The validation pass's maps, when it mapped every test image of the table exactly once."""
+    from anomalib_ncd.maps.from_anomalib import map_set_of
+
+    test = table[table["split"] == "test"]
+    mapped = sorted(str(Path(record["image_path"]).resolve()) for record in collector.records)
+    if mapped != sorted(str(Path(path).resolve()) for path in test["image_path"]):
+        return None
+    maps = map_set_of(collector.records, test)
+    return unletterboxed(maps) if settings.letterbox else maps

@@ -175,7 +175,7 @@ class MTD(SampleTableDataModule):
         eval_batch_size: validation/test batch size.
         num_workers: data-loader worker processes.
         mask_cache_dir: where MTD's masks (grey halos, not 0/255) are converted for anomalib;
-            ``None``: ``<system temp>/anomalib_ncd/masks``.
+            ``None``: ``<system temp>/anomalib-ncd/masks``.
 
     Raises:
         FileNotFoundError: when ``root`` is not a folder.

@@ -29,12 +29,15 @@ from anomalib_ncd.data.masks import boxes_to_mask, has_value
 
 
 def default_mask_cache_dir() -> Path:
-    """Return the default cache folder: ``<system temp>/anomalib_ncd/masks``.
+    """Return the default cache folder: ``<system temp>/anomalib-ncd/masks``.
+
+    Not ``anomalib_ncd``: Python would import a folder of the package's name in the working directory
+    as the package (``python -m anomalib_ncd.cli`` run from the temp folder failed that way).
 
     Returns:
         The folder path (not created).
     """
-    return Path(tempfile.gettempdir()) / "anomalib_ncd" / "masks"
+    return Path(tempfile.gettempdir()) / "anomalib-ncd" / "masks"
 
 
 def anomalib_mask_path(row: Mapping[str, Any] | pd.Series, cache_dir: str | Path | None = None) -> str:

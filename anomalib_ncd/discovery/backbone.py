@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from typing_extensions import Self
 
+from anomalib_ncd.backbones.memory_format import channels_last
 from anomalib_ncd.discovery.guidance import (
     GuidanceSettings,
     attention_mask_of_weights,
@@ -235,6 +236,7 @@ class CNNTokenBackbone(TokenBackbone):
         self.guidance = guidance or GuidanceSettings()
         self.encoder = _create(backbone, pretrained, weights, features_only=True, out_indices=tuple(out_indices))
         self._freeze()
+        channels_last(self.encoder)
         feature_info = self.encoder.feature_info
         if not isinstance(feature_info, FeatureInfo):
             msg = f"{backbone} has no timm feature_info: not a features_only CNN"

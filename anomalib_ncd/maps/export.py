@@ -100,6 +100,35 @@ class AnomalyMapCollector(Callback):
     on_test_batch_end = on_predict_batch_end
 
 
+class ValidationMapCollector(AnomalyMapCollector):
+    """Collect the raw maps of a fit's validation pass (Lightning's sanity check left out).
+
+    anomalib's ``Engine.fit`` validates a detector to set its thresholds; where the validation
+    images are the images to map next (``discover``'s Patchcore: validation = test split), taking
+    their maps here spares a second pass of the detector over the same images.
+    """
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Forget the maps of an earlier validation (only the last pass counts)."""
+        del pl_module
+        if not trainer.sanity_checking:
+            self.records = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Take the raw maps of a validated batch."""
+        del pl_module, batch, batch_idx, dataloader_idx
+        if not trainer.sanity_checking:
+            self._take(outputs)
+
+
 class AnomalyMapExporter(AnomalyMapCollector):
     """Write the raw float anomaly maps as ``.npy`` files with an ``index.csv``.
 

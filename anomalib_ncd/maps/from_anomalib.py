@@ -61,6 +61,7 @@ def load_anomalib_model(
         UnsafeCheckpointError: when the file needs types outside the allow-list.
         ValueError: when the model class cannot be found or the file is not an anomalib checkpoint.
     """
+    from anomalib_ncd.backbones.memory_format import channels_last
     from anomalib_ncd.backbones.offline_weights import register_offline_backbones
     from anomalib_ncd.checkpoints import safe_loading
 
@@ -80,7 +81,7 @@ def load_anomalib_model(
     except (KeyError, RuntimeError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as error:
         msg = f"{path} is not a checkpoint of an anomalib {model_class.__name__} model: {error}"
         raise ValueError(msg) from error
-    return loaded.eval()
+    return channels_last(loaded).eval()
 
 
 def check_anomalib_checkpoint(
@@ -277,7 +278,22 @@ def predict_maps(
         engine.predict(**kwargs)
     finally:
         _remove_callback(engine, collector)
-    records = collector.records
+    return map_set_of(collector.records, samples)
+
+
+def map_set_of(records: list[dict[str, Any]], samples: pd.DataFrame | None = None) -> AnomalyMapSet:
+    """The map set of a collector's records (:class:`~anomalib_ncd.maps.export.AnomalyMapCollector`).
+
+    Args:
+        records: the collected records, one per image.
+        samples: a sample table to take defect types and masks from.
+
+    Returns:
+        The raw maps, with image paths and detector scores.
+
+    Raises:
+        MapError: when there is no record.
+    """
     if not records:
         msg = "the detector produced no predictions (empty data?)"
         raise MapError(msg)

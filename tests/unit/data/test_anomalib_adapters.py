@@ -175,3 +175,20 @@ def test_real_mtd_datamodule(tmp_path: Path) -> None:
     batch = next(iter(datamodule.test_dataloader()))
     assert batch.image.shape == (8, 3, 64, 64)
     assert batch.gt_mask.shape == (8, 64, 64)
+
+
+def test_the_default_mask_cache_cannot_shadow_the_package(tmp_path, monkeypatch):
+    """Python imports a folder named like the package from the working directory: the cache must not be one."""
+    import subprocess
+    import sys
+
+    from anomalib_ncd.data.mask_cache import default_mask_cache_dir
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    cache = default_mask_cache_dir()
+    cache.mkdir(parents=True)
+    assert cache.is_relative_to(tmp_path)
+    found = subprocess.run(
+        [sys.executable, "-c", "import anomalib_ncd.data.mask_cache"], cwd=tmp_path, capture_output=True, check=False
+    )
+    assert found.returncode == 0, found.stderr.decode()
