@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 import torch
 
-from anomalib_ncd.backbones.memory_format import channels_last
 from anomalib_ncd.discovery.backbone import CNNTokenBackbone
 
 
@@ -49,7 +48,8 @@ def side_by_side(
     difference = float((reference - fast).abs().max() / reference.abs().max().clamp_min(1e-12))
     print(
         f"{name}: NCHW {rates['nchw']:.1f} images/s, channels-last {rates['channels_last']:.1f} images/s, "
-        f"ratio {rates['channels_last'] / rates['nchw']:.2f}x; largest difference {difference:.1e} of the output's range"
+        f"ratio {rates['channels_last'] / rates['nchw']:.2f}x; "
+        f"largest difference {difference:.1e} of the output's range"
     )
 
 

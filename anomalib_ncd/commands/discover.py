@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import asdict
@@ -71,6 +72,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("anomalib_ncd")
 
 CHECKPOINT = Path("weights") / "lightning" / "model.ckpt"
+# the frozen views on disk while the model trains (a resumed run reuses them); removed when it is done
+VIEWS_FOLDER = "views"
 DEMO_NOVEL_CLASSES = 5  # the built-in synthetic set (either mode): 4 defect types + normal
 
 
@@ -358,6 +361,7 @@ def _run(
             checkpoint_dir=checkpoint.parent,
             root_dir=engine_root,
             class_count=arguments["class_count"] if arguments["n_novel_classes"] == "auto" else None,
+            view_cache_dir=run / VIEWS_FOLDER,
         )
         write_run_state(run, stage="training")
         discovery.fit(
@@ -369,6 +373,7 @@ def _run(
     timings["discovery_s"] = time.perf_counter() - start
     _write_outputs(run, discovery, map_set, arguments, timings)
     write_run_state(run, stage="done", complete=True)
+    shutil.rmtree(run / VIEWS_FOLDER, ignore_errors=True)  # 0.8 MB a region; nothing reads it after training
     mark_latest(run)
     n_classes = discovery.model_.n_classes
     print(f"{len(map_set)} images, {len(discovery.regions_)} regions, {n_classes} classes; results in {run}")

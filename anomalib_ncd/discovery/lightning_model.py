@@ -49,7 +49,15 @@ from anomalib_ncd.discovery.novelty import (
     unknown_scores,
 )
 from anomalib_ncd.discovery.training_data import ViewPairDataset, balanced_sampler
-from anomalib_ncd.discovery.view_cache import RegionLike, ViewCache, build_view_cache, has_object_masks, region_view
+from anomalib_ncd.discovery.view_cache import (
+    RegionLike,
+    ViewCache,
+    build_view_cache,
+    has_object_masks,
+    load_view_cache,
+    region_view,
+    view_fingerprint,
+)
 from anomalib_ncd.discovery.views import ViewMaker, ViewSettings
 from anomalib_ncd.priors.settings import ObjectPriorSettings
 from anomalib_ncd.progress import progress_bar
@@ -503,6 +511,7 @@ class AnomalyNCD(AnomalibModule):
         labeled_classes: Sequence[int] = (),
         batch_size: int = 32,
         progress: Callable[[int], None] | None = None,
+        cache_dir: str | Path | None = None,
     ) -> ViewCache:
         """Compute the frozen part's output for every view of every region (once).
 
@@ -514,6 +523,10 @@ class AnomalyNCD(AnomalibModule):
             labeled_classes: the class index in ``[0, n_known_classes)`` of each labeled region.
             batch_size: views per forward pass of the frozen part.
             progress: called with the number of views done after each batch (default: a progress bar).
+            cache_dir: keep the frozen tokens on disk in this folder, not in memory
+                (:class:`~anomalib_ncd.discovery.token_store.TokenStore`: memory bounded by a batch
+                whatever the set's size). A complete cache found there for the same regions,
+                weights, view settings and seed (a resumed run, a second fit) is reused as it is.
 
         Returns:
             The cache (also kept on the model for :meth:`train_dataloader`).
@@ -537,10 +550,18 @@ class AnomalyNCD(AnomalibModule):
         maker = ViewMaker(self.view_settings, seed=self.seed)
         device = next(self.model.parameters()).device
         everything = [*regions, *labeled_regions]
-        with progress_bar(
-            "Caching frozen views", len(everything) * (1 + self.view_settings.n_views), progress
-        ) as advance:
-            self.cache = build_view_cache(everything, self.model.backbone, maker, batch_size, device, advance)
+        fingerprint = None if cache_dir is None else view_fingerprint(everything, self.model.backbone, maker)
+        found = None if cache_dir is None or fingerprint is None else load_view_cache(cache_dir, fingerprint)
+        if found is not None:
+            logger.info("Reusing the cached views in %s", cache_dir)
+            self.cache = found
+        else:
+            with progress_bar(
+                "Caching frozen views", len(everything) * (1 + self.view_settings.n_views), progress
+            ) as advance:
+                self.cache = build_view_cache(
+                    everything, self.model.backbone, maker, batch_size, device, advance, cache_dir, fingerprint
+                )
         self.labels = torch.tensor([-1] * len(regions) + [int(c) for c in labeled_classes], dtype=torch.long)
         self.n_unlabeled = len(regions)
         return self.cache
@@ -568,7 +589,8 @@ class AnomalyNCD(AnomalibModule):
         """Start the prototypes from the initial features' geometry."""
         if self.training_settings.init_prototypes and self.cache is not None and not self.prototypes_initialised:
             # the anchor's centre comes from every training region's plain view (labeled ones too)
-            self.model.set_anchor_mean(self.cache.tokens[:, 0], self.cache.anomaly[:, 0])
+            if self.model.anchor:
+                self.model.set_anchor_mean(self.cache.plain_descriptors())
             features = self._plain_features(unlabeled_only=True)
             init_prototypes(self.model.heads, features.to(self.device), seed=self.seed)
             self.prototypes_initialised.fill_(True)
@@ -701,7 +723,7 @@ class AnomalyNCD(AnomalibModule):
     def _cached_descriptors(self, end: int) -> torch.Tensor:
         """Anomaly-pooled frozen descriptors of the plain view of the first ``end`` cached regions."""
         assert self.cache is not None
-        return anomaly_pooled(self.cache.tokens[:end, 0], self.cache.anomaly[:end, 0])
+        return self.cache.plain_descriptors(end)
 
     @torch.no_grad()
     def calibrate_novelty(self) -> tuple[float, float]:

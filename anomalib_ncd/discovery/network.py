@@ -89,15 +89,15 @@ class DiscoveryNetwork(nn.Module):
         return F.normalize(pooled, dim=-1) + self.residual(learned)
 
     @torch.no_grad()
-    def set_anchor_mean(self, tokens: torch.Tensor, anomaly: torch.Tensor) -> None:
+    def set_anchor_mean(self, descriptors: torch.Tensor) -> None:
         """Centre the anchor on the training regions: ``m`` = mean masked-pooled descriptor.
 
         Args:
-            tokens: ``(R, T, C)`` frozen tokens of the regions' plain views.
-            anomaly: ``(R, N)`` their anomaly coverage per patch.
+            descriptors: ``(R, C)`` the regions' masked-pooled frozen descriptors
+                (:func:`~anomalib_ncd.discovery.novelty.anomaly_pooled` of their plain views).
         """
         if self.anchor:
-            self.anchor_mean.copy_(anomaly_pooled(tokens, anomaly).mean(dim=0).to(self.anchor_mean))
+            self.anchor_mean.copy_(descriptors.float().mean(dim=0).to(self.anchor_mean))
 
     def forward(
         self,

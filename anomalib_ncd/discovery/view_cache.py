@@ -8,19 +8,25 @@ evaluation view; views ``1..n_views`` are the augmented training views.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
 from anomalib_ncd.discovery.guidance import GuidanceSettings, guide_of, pool_to_patches
+from anomalib_ncd.discovery.token_store import TokenStore, read_manifest
 from anomalib_ncd.discovery.views import ViewMaker
+from anomalib_ncd.io import atomic_write_path
 from anomalib_ncd.threads import torch_threads
 
 if TYPE_CHECKING:
     from anomalib_ncd.discovery.backbone import TokenBackbone
+
+GUIDES_FILE = "guides.npz"
 
 
 @dataclass
@@ -28,7 +34,8 @@ class ViewCache:
     """Cached frozen tokens and patch guidance of every view of a set of regions.
 
     Attributes:
-        tokens: ``(R, 1 + n_views, T, C)`` frozen tokens (half precision to halve memory).
+        tokens: ``(R, 1 + n_views, T, C)`` frozen tokens (half precision to halve memory), in memory
+            or on disk (:class:`~anomalib_ncd.discovery.token_store.TokenStore`).
         anomaly: ``(R, 1 + n_views, N)`` anomaly coverage of each patch.
         scores: ``(R,)`` region anomaly scores in ``[0, 1]``.
         areas: ``(R,)`` anomalous pixels of each region.
@@ -42,7 +49,7 @@ class ViewCache:
             anomalous (NaN elsewhere), or ``None``.
     """
 
-    tokens: torch.Tensor
+    tokens: torch.Tensor | TokenStore
     anomaly: torch.Tensor
     scores: torch.Tensor
     areas: torch.Tensor
@@ -59,6 +66,50 @@ class ViewCache:
     def n_views(self) -> int:
         """Augmented views per region (the plain view excluded)."""
         return self.tokens.shape[1] - 1
+
+    def plain_descriptors(self, end: int | None = None, chunk: int = 512) -> torch.Tensor:
+        """Anomaly-pooled frozen descriptors of the plain views of the first ``end`` regions.
+
+        Read in chunks, so the tokens of the whole set are never in memory at once.
+
+        Args:
+            end: number of regions (all by default).
+            chunk: regions read at a time.
+
+        Returns:
+            ``(end, C)`` float32 descriptors (:func:`~anomalib_ncd.discovery.novelty.anomaly_pooled`).
+        """
+        from anomalib_ncd.discovery.novelty import anomaly_pooled
+
+        end = len(self) if end is None else end
+        bounds = [(start, min(start + chunk, end)) for start in range(0, end, chunk)]
+        parts = [anomaly_pooled(self.tokens[a:b, 0], self.anomaly[a:b, 0]) for a, b in bounds]
+        return torch.cat(parts) if parts else torch.empty((0, self.tokens.shape[3]))
+
+    def save_guides(self, directory: Path, fingerprint: str) -> None:
+        """Write everything but the tokens (guides, scores, flags) next to an on-disk token store.
+
+        Args:
+            directory: the store's folder.
+            fingerprint: what was cached (:func:`view_fingerprint`); checked when loading.
+        """
+        arrays: dict[str, Any] = {name: value.numpy() for name, value in self._small_tensors().items()}
+        arrays["fingerprint"] = np.array(fingerprint)
+        with atomic_write_path(directory / GUIDES_FILE) as temporary, temporary.open("wb") as file:
+            np.savez(file, **arrays)
+
+    def _small_tensors(self) -> dict[str, torch.Tensor]:
+        named = {
+            "anomaly": self.anomaly,
+            "scores": self.scores,
+            "areas": self.areas,
+            "image_index": self.image_index,
+            "whole_image": self.whole_image,
+            "objects": self.objects,
+            "soft": self.soft,
+            "anomalous": self.anomalous,
+        }
+        return {name: value for name, value in named.items() if value is not None}
 
 
 class RegionLike(Protocol):
@@ -144,6 +195,70 @@ def has_object_masks(regions: Sequence[RegionLike]) -> bool:
     return any(getattr(region, "object_mask", None) is not None for region in regions)
 
 
+def view_fingerprint(regions: Sequence[RegionLike], backbone: TokenBackbone, view_maker: ViewMaker) -> str:
+    """A digest of everything the cached views depend on: regions, frozen weights, view settings, seed.
+
+    A cache on disk is reused (by a resumed run, or the next fit of the same set) only when this
+    matches.
+
+    Args:
+        regions: the regions to cache (crops and masks loaded).
+        backbone: the token backbone (its frozen weights and guidance settings count).
+        view_maker: the view maker (settings and seed).
+
+    Returns:
+        A hex digest.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((type(backbone).__name__, backbone.guidance, backbone.grid, view_maker.settings)).encode())
+    digest.update(str(view_maker.seed).encode())
+    for name, value in sorted(backbone.state_dict().items()):
+        if any(name.startswith(f"{module}.") for module in backbone.frozen_modules):
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    for region in regions:
+        extras = (getattr(region, "object_mask", None), getattr(region, "soft_mask", None))
+        for array in (region.crop, region.mask, *extras):
+            if array is not None:
+                digest.update(repr(np.shape(array)).encode())
+                digest.update(np.ascontiguousarray(array).tobytes())
+        flags = (
+            region.score,
+            region.area,
+            region.image_index,
+            region.whole_image,
+            getattr(region, "source", "region"),
+            getattr(region, "anomalous_probability", None),
+        )
+        digest.update(repr(flags).encode())
+    return digest.hexdigest()
+
+
+def load_view_cache(directory: str | Path, fingerprint: str) -> ViewCache | None:
+    """The complete cache on disk in ``directory`` when it holds the views ``fingerprint`` names.
+
+    Args:
+        directory: the cache folder (:func:`build_view_cache`'s ``directory``).
+        fingerprint: :func:`view_fingerprint` of the regions to cache.
+
+    Returns:
+        The cache (tokens read from disk), or ``None`` when there is none or it holds other views.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    guides_path = directory / GUIDES_FILE
+    if manifest is None or manifest.get("fingerprint") != fingerprint or not guides_path.is_file():
+        return None
+    with np.load(guides_path, allow_pickle=False) as guides:
+        if str(guides["fingerprint"]) != fingerprint:
+            return None
+        arrays = {name: torch.from_numpy(guides[name].copy()) for name in guides.files if name != "fingerprint"}
+    tokens = TokenStore.open(directory)
+    if tokens is None:
+        return None
+    return ViewCache(tokens=tokens, **arrays)
+
+
 def build_view_cache(
     regions: Sequence[RegionLike],
     backbone: TokenBackbone,
@@ -151,6 +266,8 @@ def build_view_cache(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
+    directory: str | Path | None = None,
+    fingerprint: str | None = None,
 ) -> ViewCache:
     """Run the frozen part once on the plain view and every augmented view of each region.
 
@@ -161,6 +278,11 @@ def build_view_cache(
         batch_size: views per forward pass.
         device: where the frozen part runs.
         progress: called with the number of views done after each batch.
+        directory: keep the tokens on disk in this folder
+            (:class:`~anomalib_ncd.discovery.token_store.TokenStore`) instead of in memory; the
+            cache is complete, and reusable with :func:`load_view_cache`, only once this returns.
+        fingerprint: :func:`view_fingerprint` of the regions, stored with an on-disk cache
+            (computed when omitted).
 
     Returns:
         The cache, on the CPU.
@@ -168,7 +290,7 @@ def build_view_cache(
     n_views = view_maker.settings.n_views
     with_object = has_object_masks(regions)
     jobs = [(r, v) for r in range(len(regions)) for v in range(1 + n_views)]
-    tokens: torch.Tensor | None = None
+    tokens: torch.Tensor | TokenStore | None = None
     anomaly: torch.Tensor | None = None
     objects: torch.Tensor | None = None
     for start in range(0, len(jobs), batch_size):
@@ -190,12 +312,19 @@ def build_view_cache(
                 None if on_object is None else on_object.to(device),
             ).to("cpu", torch.float16)
         if tokens is None:
-            tokens = torch.empty((len(regions), 1 + n_views, *out.shape[1:]), dtype=torch.float16)
+            shape = (len(regions), 1 + n_views, *out.shape[1:])
+            if directory is None:
+                tokens = torch.empty(shape, dtype=torch.float16)
+            else:
+                tokens = TokenStore.create(directory, shape)
             anomaly = torch.empty((len(regions), 1 + n_views, patches.shape[1]), dtype=torch.float32)
             objects = torch.empty_like(anomaly) if with_object else None
         assert anomaly is not None  # allocated with tokens, on the first batch
         for row, (region_number, view_number) in enumerate(chunk):
-            tokens[region_number, view_number] = out[row]
+            if isinstance(tokens, TokenStore):
+                tokens.write(region_number, view_number, out[row])
+            else:
+                tokens[region_number, view_number] = out[row]
             anomaly[region_number, view_number] = patches[row]
             if objects is not None and on_object is not None:
                 objects[region_number, view_number] = on_object[row]
@@ -204,7 +333,7 @@ def build_view_cache(
     if tokens is None or anomaly is None:
         msg = "no regions to cache"
         raise ValueError(msg)
-    return ViewCache(
+    cache = ViewCache(
         tokens=tokens,
         anomaly=anomaly,
         scores=torch.tensor([float(r.score) for r in regions], dtype=torch.float32),
@@ -217,3 +346,8 @@ def build_view_cache(
             [float(getattr(r, "anomalous_probability", float("nan"))) for r in regions], dtype=torch.float32
         ),
     )
+    if isinstance(tokens, TokenStore):
+        fingerprint = fingerprint or view_fingerprint(regions, backbone, view_maker)
+        cache.save_guides(Path(tokens.directory), fingerprint)
+        tokens.finish({"fingerprint": fingerprint})  # the manifest last: only now is the cache complete
+    return cache

@@ -67,6 +67,9 @@ class DefectDiscovery:
         class_count: estimate the number of novel classes from the prepared regions
             (:mod:`~anomalib_ncd.discovery.class_count`) instead of taking the model's; the model is
             rebuilt with the estimate before training.
+        view_cache_dir: keep the cached frozen views on disk in this folder instead of in memory
+            (memory bounded by a batch whatever the set's size); a complete cache of the same views
+            found there (a resumed fit) is reused. ``None``: in memory.
 
     Attributes:
         model_: the trained model, a copy of ``model`` (after :meth:`fit`; rebuilt with the estimate
@@ -90,6 +93,7 @@ class DefectDiscovery:
         progress: bool = True,
         engine_options: dict[str, Any] | None = None,
         class_count: ClassCountSettings | None = None,
+        view_cache_dir: str | Path | None = None,
     ) -> None:
         # kept exactly as given (scikit-learn's convention): fit works on copies
         self.model = model if model is not None else AnomalyNCD()
@@ -101,6 +105,7 @@ class DefectDiscovery:
         self.progress = progress
         self.engine_options = engine_options
         self.class_count = class_count
+        self.view_cache_dir = view_cache_dir
         self.class_count_: ClassCountEstimate | None = None
 
     # ------------------------------------------------------- parameters
@@ -210,7 +215,7 @@ class DefectDiscovery:
             )
         check_discoverable(regions, self.model_.n_classes - self.model_.n_known)
         self.regions_ = regions
-        self.model_.prepare(regions, labeled_regions, labeled_classes)
+        self.model_.prepare(regions, labeled_regions, labeled_classes, cache_dir=self.view_cache_dir)
         if self.class_count is not None:
             estimate = estimate_class_count(self.model_.region_features(), self.class_count, seed=self.model_.seed)
             evidence = zip(estimate.candidates, estimate.scores, strict=True)

@@ -147,10 +147,16 @@ def test_interrupted_run_resumes_from_its_checkpoint(dataset_with_maps, tmp_path
     assert not (run.parent / "latest").exists()  # an unfinished run never becomes latest
     checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=True, map_location="cpu")
     assert checkpoint["epoch"] == 0
-    assert "--resume" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "--resume" in captured.err
+    assert "Caching frozen views" in captured.out
+    assert (run / "views" / "tokens.json").is_file()  # the frozen views, complete on disk
 
     monkeypatch.setattr(ModelCheckpoint, "on_train_epoch_end", saved)
     assert main(["discover", "--resume", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "Caching frozen views" not in captured.out  # read back, not computed again
+    assert not (run / "views").exists()  # removed once the run is done
     assert read_run_state(run)["complete"] is True
     assert (run.parent / "latest").resolve() == run.resolve()
     checkpoint = torch.load(run / "weights" / "lightning" / "model.ckpt", weights_only=True, map_location="cpu")

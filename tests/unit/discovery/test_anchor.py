@@ -54,7 +54,7 @@ def _centred_anchor(tokens, anomaly):
 def test_untrained_feature_is_the_centred_masked_pooled_descriptor():
     network = _network(True)
     tokens, anomaly, _ = _small_defects(network, per_class=4)
-    network.set_anchor_mean(tokens, anomaly)
+    network.set_anchor_mean(anomaly_pooled(tokens, anomaly))
     features = network.embed(tokens, anomaly)
     assert features.shape == (len(tokens), network.backbone.token_dim) == (len(tokens), network.out_dim)
     assert torch.allclose(features, _centred_anchor(tokens, anomaly), atol=1e-6)
@@ -71,7 +71,7 @@ def test_without_anchor_the_feature_is_the_cls_feature():
 def test_training_adds_the_learned_residual_and_leaves_the_anchor():
     network = _network(True)
     tokens, anomaly, _ = _small_defects(network, per_class=2)
-    network.set_anchor_mean(tokens, anomaly)
+    network.set_anchor_mean(anomaly_pooled(tokens, anomaly))
     optimiser = torch.optim.SGD(network.parameters(), lr=0.1)
     network.embed(tokens, anomaly)[:, 0].sum().backward()
     assert network.residual.weight.grad.abs().sum() > 0  # the residual learns from the first step
@@ -85,7 +85,7 @@ def test_training_adds_the_learned_residual_and_leaves_the_anchor():
 def test_the_anchor_centre_is_saved_with_the_weights():
     network = _network(True)
     tokens, anomaly, _ = _small_defects(network, per_class=2)
-    network.set_anchor_mean(tokens, anomaly)
+    network.set_anchor_mean(anomaly_pooled(tokens, anomaly))
     restored = _network(True)
     restored.load_state_dict(network.state_dict())
     assert torch.equal(restored.anchor_mean, network.anchor_mean)
@@ -105,7 +105,7 @@ def test_an_untrained_model_clusters_small_defects_like_the_masked_pooling_basel
     baseline_nmi = normalized_mutual_info_score(labels, baseline)
     assert baseline_nmi > 0.9  # the set is built so that masked pooling separates it
     with torch.no_grad():
-        network.set_anchor_mean(tokens, anomaly)
+        network.set_anchor_mean(anomaly_pooled(tokens, anomaly))
         features = network.embed(tokens, anomaly)
         init_prototypes(network.heads, features, seed=0)
         predicted = network.heads(features)[0].argmax(1)
