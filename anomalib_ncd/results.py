@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,94 @@ from anomalib_ncd.io import atomic_write_text
 _VERSION = re.compile(r"^v(\d+)$")
 RUN_STATE_FILE = "run.json"
 REGION_FEATURES_FILE = "region_features.npy"  # the regions' features, for the embedding of a later report
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Every path of one run folder (``<root>/NCD/<dataset>/<category>/vN``): the layout in one place.
+
+    Commands read and write a run only through these names, so the layout cannot drift between
+    ``discover``, ``add``, ``review``, ``predict``, ``export`` and ``evaluate``.
+
+    Attributes:
+        root: the run folder.
+    """
+
+    root: Path
+
+    CHECKPOINT = Path("weights") / "lightning" / "model.ckpt"  # anomalib's checkpoint layout
+    CONFIG = "config.yaml"
+    MAPS = "maps"
+    VIEWS = "views"
+    DETECTOR = "detector"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def state(self) -> Path:
+        """``run.json``: the run's progress and settings (:func:`write_run_state`)."""
+        return self.root / RUN_STATE_FILE
+
+    @property
+    def config(self) -> Path:
+        """``config.yaml``: the command's full configuration."""
+        return self.root / self.CONFIG
+
+    @property
+    def checkpoint(self) -> Path:
+        """The discovery model's checkpoint."""
+        return self.root / self.CHECKPOINT
+
+    @property
+    def maps(self) -> Path:
+        """The folder of the raw anomaly maps (``index.csv`` and one ``.npy`` per image)."""
+        return self.root / self.MAPS
+
+    @property
+    def maps_index(self) -> Path:
+        """The maps' index."""
+        return self.maps / "index.csv"
+
+    @property
+    def views(self) -> Path:
+        """The frozen view cache while the model trains (removed when the run is done)."""
+        return self.root / self.VIEWS
+
+    @property
+    def detector(self) -> Path:
+        """A detector trained by the run, and anomalib's engine outputs."""
+        return self.root / self.DETECTOR
+
+    @property
+    def assignments(self) -> Path:
+        """``assignments.csv``: one row per image."""
+        return self.root / "assignments.csv"
+
+    @property
+    def regions(self) -> Path:
+        """``regions.csv``: one row per region."""
+        return self.root / "regions.csv"
+
+    @property
+    def metrics(self) -> Path:
+        """``metrics.json``: NMI / ARI / F1 when the true types are known."""
+        return self.root / "metrics.json"
+
+    @property
+    def summary(self) -> Path:
+        """``summary.json``: counts, timings and settings."""
+        return self.root / "summary.json"
+
+    @property
+    def region_features(self) -> Path:
+        """The regions' features, for the embedding of a later report."""
+        return self.root / REGION_FEATURES_FILE
+
+    @property
+    def report(self) -> Path:
+        """The HTML report's folder."""
+        return self.root / "report"
 
 
 def check_output_root(root: str | Path, option: str = "--output") -> None:

@@ -24,17 +24,11 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml
-from anomalib_ncd.commands.predict import (
-    CHECKPOINT,
-    RunDetector,
-    completed_run,
-    list_images,
-    load_run_model,
-    maps_of_images,
-)
+from anomalib_ncd.commands.new_images import RunDetector, list_images, maps_of_images
 from anomalib_ncd.data.image_io import check_image_sizes
 from anomalib_ncd.io import atomic_write_text
-from anomalib_ncd.results import mark_latest, next_version_dir, write_run_state
+from anomalib_ncd.pipeline.runs import completed_run, load_run_model
+from anomalib_ncd.results import RunFolder, mark_latest, next_version_dir, write_run_state
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,14 +40,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("anomalib_ncd")
 
-MAPS_FOLDER = "maps"
-
 
 def add(
     run: str,
     images: str,
     maps: str | None = None,
-    detector: RunDetector = RunDetector(),  # noqa: B008 (frozen settings)
+    detector: RunDetector = RunDetector(),
     n_new_classes: int | Literal["auto"] = "auto",
     quantile: float = 0.05,
     min_new_regions: int = 4,
@@ -87,8 +79,11 @@ def add(
         msg = f"n_new_classes must be 'auto' or >= 0, got {n_new_classes}"
         raise ValueError(msg)
     run_dir, state = completed_run(run)
-    if not (run_dir / MAPS_FOLDER / "index.csv").is_file():
-        msg = f"{run_dir} has no saved maps ({MAPS_FOLDER}/index.csv): the new-kind threshold needs the earlier regions"
+    if not RunFolder(run_dir).maps_index.is_file():
+        msg = (
+            f"{run_dir} has no saved maps ({RunFolder.MAPS}/index.csv): "
+            "the new-kind threshold needs the earlier regions"
+        )
         raise FileNotFoundError(msg)
     batch_files = list_images(images)
     check_image_sizes(batch_files)
@@ -99,7 +94,7 @@ def add(
     from anomalib_ncd.maps.folder import load_map_folder
     from anomalib_ncd.regions.extract import read_set_image
 
-    earlier = load_map_folder(run_dir / MAPS_FOLDER)
+    earlier = load_map_folder(RunFolder(run_dir).maps)
     earlier_regions = _earlier_regions(model, earlier)
     batch_images = [read_set_image(batch_maps, index) for index in range(len(batch_maps))]
     update = add_batch(
@@ -130,10 +125,10 @@ def add(
         detector_model=detector.model or state.get("detector_model"),
     )
     atomic_write_text(new_run / CONFIG_FILE, config_yaml(arguments))
-    save_model_checkpoint(update.model, new_run / CHECKPOINT)
-    save_map_set(_concatenated(earlier, batch_maps), new_run / MAPS_FOLDER)
+    save_model_checkpoint(update.model, RunFolder(new_run).checkpoint)
+    save_map_set(_concatenated(earlier, batch_maps), RunFolder(new_run).maps)
     batch_table = assignments_table(batch_maps, update.classification, update.model.class_names)
-    atomic_write_text(new_run / "assignments.csv", _all_assignments(run_dir, batch_table, new_run.name))
+    atomic_write_text(RunFolder(new_run).assignments, _all_assignments(run_dir, batch_table, new_run.name))
     names = update.model.class_names
     counts = np.bincount(batch_table["pred_class"].to_numpy(), minlength=len(names))
     appended_classes = [names[index] for index in update.new_classes]
@@ -146,7 +141,7 @@ def add(
         "appended_classes": appended_classes,
         "batch_classes": {name: int(count) for name, count in zip(names, counts, strict=True)},
     }
-    atomic_write_text(new_run / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(RunFolder(new_run).summary, json.dumps(summary, indent=2))
     if report:
         _write_batch_report(new_run, batch_maps, batch_table, update, summary)
     write_run_state(new_run, stage="done", complete=True)
@@ -181,7 +176,7 @@ def _all_assignments(run_dir: Path, batch_table: pd.DataFrame, batch_name: str) 
     """The earlier run's rows as they were, then the batch's, as CSV text."""
     import pandas as pd
 
-    earlier = pd.read_csv(run_dir / "assignments.csv")
+    earlier = pd.read_csv(RunFolder(run_dir).assignments)
     if "batch" not in earlier.columns:
         earlier.insert(0, "batch", run_dir.name)
     batch = batch_table.copy()
@@ -210,4 +205,4 @@ def _write_batch_report(
         settings=summary | {"model": model.settings_dict()},
         object_prior=model.object_prior,
     )
-    return write_report(data, run / "report")
+    return write_report(data, RunFolder(run).report)

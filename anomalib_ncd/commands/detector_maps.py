@@ -12,14 +12,12 @@ import pandas as pd
 from anomalib_ncd.backbones.offline_weights import DEFAULT_BACKBONE
 from anomalib_ncd.data.letterbox import MIN_INPUT_SIZE, choose_input_size
 from anomalib_ncd.maps.map_set import AnomalyMapSet
+from anomalib_ncd.results import RunFolder
 
 if TYPE_CHECKING:
     from anomalib_ncd.maps.export import ValidationMapCollector
 
 logger = logging.getLogger("anomalib_ncd")
-
-MAPS_FOLDER = "maps"
-DETECTOR_FOLDER = "detector"
 
 
 @dataclass(frozen=True)
@@ -172,7 +170,7 @@ def anomaly_maps(
         if validated is not None:  # the fit's validation pass mapped the test images already
             return validated, checkpoint, model_class_name(model), {"image_size": image_size, "letterbox": letterbox}
     model.visualizer = None  # a checkpoint brings anomalib's visualiser back: only the maps are wanted
-    detector_dir = workdir / DETECTOR_FOLDER
+    detector_dir = RunFolder(workdir).detector
     maps = detector_maps_of(model, test, dataset, category, image_size, letterbox, accelerator, devices, detector_dir)
     return maps, checkpoint, model_class_name(model), {"image_size": image_size, "letterbox": letterbox}
 
@@ -332,7 +330,7 @@ def train_patchcore(
         size = choose_input_size([read_image_size(path) for path in train["image_path"]])
     else:
         size = int(settings.image_size)
-    detector_dir = workdir / DETECTOR_FOLDER
+    detector_dir = RunFolder(workdir).detector
     datamodule = to_anomalib_datamodule(
         detector_table(table),
         dataset,

@@ -37,7 +37,7 @@ from jsonargparse import lazy_instance
 from anomalib_ncd.backbones.offline_weights import DEFAULT_BACKBONE
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml, load_arguments
 from anomalib_ncd.commands.datasets import SYNTHETIC, SyntheticSettings, load_dataset, table_from_datamodule
-from anomalib_ncd.commands.detector_maps import MAPS_FOLDER, DetectorSettings, anomaly_maps
+from anomalib_ncd.commands.detector_maps import DetectorSettings, anomaly_maps
 from anomalib_ncd.data.image_io import check_image_sizes
 from anomalib_ncd.discovery.class_count import ClassCountSettings
 from anomalib_ncd.discovery.guidance import GuidanceSettings
@@ -49,8 +49,8 @@ from anomalib_ncd.priors.settings import ObjectPriorSettings
 from anomalib_ncd.regions.crops import CropSettings
 from anomalib_ncd.regions.mebin import MEBin
 from anomalib_ncd.results import (
-    REGION_FEATURES_FILE,
     RUN_STATE_FILE,
+    RunFolder,
     check_output_root,
     mark_latest,
     new_run_dir,
@@ -71,9 +71,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("anomalib_ncd")
 
-CHECKPOINT = Path("weights") / "lightning" / "model.ckpt"
-# the frozen views on disk while the model trains (a resumed run reuses them); removed when it is done
-VIEWS_FOLDER = "views"
 DEMO_NOVEL_CLASSES = 5  # the built-in synthetic set (either mode): 4 defect types + normal
 
 
@@ -206,7 +203,7 @@ def discover(
 
 def _clean_up_failed_run(run: Path, error: Exception) -> None:
     """Remove a failed run that saved no discovery checkpoint; mark one that did as failed (resumable)."""
-    if not (run / CHECKPOINT).is_file():
+    if not RunFolder(run).checkpoint.is_file():
         remove_run_dir(run)
         return
     try:
@@ -325,8 +322,8 @@ def _run(
     state = read_run_state(run)
     start = time.perf_counter()
     test = table[table["split"] == "test"]
-    if (run / MAPS_FOLDER / "index.csv").is_file():
-        map_set = load_map_folder(run / MAPS_FOLDER, samples=test)
+    if RunFolder(run).maps_index.is_file():
+        map_set = load_map_folder(RunFolder(run).maps, samples=test)
         check_map_coverage(map_set, test, skip_missing=arguments["detector"].skip_missing_maps)
     else:
         map_set, detector_checkpoint, detector_model, detector_input = anomaly_maps(
@@ -339,7 +336,7 @@ def _run(
             devices=arguments["devices"],
             seed=arguments["seed"],
         )
-        save_map_set(map_set, run / MAPS_FOLDER)
+        save_map_set(map_set, RunFolder(run).maps)
         state = write_run_state(
             run,
             stage="maps",
@@ -350,7 +347,7 @@ def _run(
     timings["maps_s"] = time.perf_counter() - start
 
     labeled_regions, labeled_classes, _ = known_set
-    checkpoint = run / CHECKPOINT
+    checkpoint = RunFolder(run).checkpoint
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="anomalib_ncd_engine_") as engine_root:
         discovery = DefectDiscovery(
@@ -361,7 +358,7 @@ def _run(
             checkpoint_dir=checkpoint.parent,
             root_dir=engine_root,
             class_count=arguments["class_count"] if arguments["n_novel_classes"] == "auto" else None,
-            view_cache_dir=run / VIEWS_FOLDER,
+            view_cache_dir=RunFolder(run).views,
         )
         write_run_state(run, stage="training")
         discovery.fit(
@@ -373,7 +370,8 @@ def _run(
     timings["discovery_s"] = time.perf_counter() - start
     _write_outputs(run, discovery, map_set, arguments, timings)
     write_run_state(run, stage="done", complete=True)
-    shutil.rmtree(run / VIEWS_FOLDER, ignore_errors=True)  # 0.8 MB a region; nothing reads it after training
+    # the frozen views on disk (a resumed run reuses them): 0.8 MB a region, and nothing reads them now
+    shutil.rmtree(RunFolder(run).views, ignore_errors=True)
     mark_latest(run)
     n_classes = discovery.model_.n_classes
     print(f"{len(map_set)} images, {len(discovery.regions_)} regions, {n_classes} classes; results in {run}")
@@ -395,11 +393,11 @@ def _write_outputs(
         return {key: values[key] for key in HEADLINE}
 
     assignments, regions = discovery.assignments_, discovery.region_table()
-    atomic_write_text(run / "assignments.csv", assignments.to_csv(index=False))
-    atomic_write_text(run / "regions.csv", regions.to_csv(index=False))
+    atomic_write_text(RunFolder(run).assignments, assignments.to_csv(index=False))
+    atomic_write_text(RunFolder(run).regions, regions.to_csv(index=False))
     metrics = discovery.metrics()
     if metrics is not None:
-        atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
+        atomic_write_text(RunFolder(run).metrics, json.dumps(metrics, indent=2))
     model = discovery.model_  # with n_novel_classes: auto, rebuilt with the estimate
     names = model.class_names
     counts = np.bincount(assignments["pred_class"].to_numpy(), minlength=len(names))
@@ -418,13 +416,13 @@ def _write_outputs(
         "metrics": None if metrics is None else {level: _headline(values) for level, values in metrics.items()},
         "settings": discovery.model_.settings_dict() | {"crops": asdict(discovery.model_.crop_settings)},
     }
-    atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(RunFolder(run).summary, json.dumps(summary, indent=2))
     features = discovery.classification_.region_features
     if features is not None:  # the embedding of a later review's report
-        with atomic_write_path(run / REGION_FEATURES_FILE) as temporary, temporary.open("wb") as stream:
+        with atomic_write_path(RunFolder(run).region_features) as temporary, temporary.open("wb") as stream:
             np.save(stream, np.asarray(features, dtype=np.float32), allow_pickle=False)
     if arguments["report"]:
         state = read_run_state(run)
         title = f"{state.get('dataset', '')} / {state.get('category', '') or 'all'} - {run.name}"
         detector = str(state.get("detector_model") or "")
-        discovery.write_report(run / "report", title, settings=summary, run_id=run_id(run), detector=detector)
+        discovery.write_report(RunFolder(run).report, title, settings=summary, run_id=run_id(run), detector=detector)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomalib_ncd.commands.predict import completed_run
 from anomalib_ncd.io import atomic_write_text
+from anomalib_ncd.pipeline.runs import completed_run
+from anomalib_ncd.results import RunFolder
 
 INDEX_FILE = "index.csv"
 _UNSAFE = re.compile(r"[^\w.\- ]+")
@@ -49,7 +50,7 @@ def export(run: str, to: str, link: bool = False) -> Path:
     if (target / INDEX_FILE).exists():
         msg = f"{target} already holds an export ({INDEX_FILE}); choose an empty folder"
         raise ValueError(msg)
-    assignments = pd.read_csv(run_dir / "assignments.csv")
+    assignments = pd.read_csv(RunFolder(run_dir).assignments)
     sources = [Path(path) for path in assignments["image_path"]]
     missing = [str(path) for path in sources if not path.is_file()]
     if missing:

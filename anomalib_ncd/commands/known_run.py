@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomalib_ncd.commands.predict import CHECKPOINT, completed_run, load_run_model
 from anomalib_ncd.discovery.novelty import UNKNOWN
+from anomalib_ncd.pipeline.runs import completed_run, load_run_model
 from anomalib_ncd.regions.crops import Region
+from anomalib_ncd.results import RunFolder
 
 NOT_A_KIND = ("normal", UNKNOWN)
 
@@ -35,12 +36,12 @@ def known_regions_of_run(run_dir: Path) -> tuple[list[Region], list[int], list[s
     from anomalib_ncd.regions.extract import read_set_image
 
     run_dir, _ = completed_run(run_dir)
-    needed = [run_dir / "regions.csv", run_dir / "maps" / "index.csv", run_dir / CHECKPOINT]
+    needed = [RunFolder(run_dir).regions, RunFolder(run_dir).maps_index, RunFolder(run_dir).checkpoint]
     missing = [str(path.relative_to(run_dir)) for path in needed if not path.is_file()]
     if missing:
         msg = f"--known {run_dir}: the run lacks {', '.join(missing)} (a discover or review run has them)"
         raise ValueError(msg)
-    table = pd.read_csv(run_dir / "regions.csv")
+    table = pd.read_csv(RunFolder(run_dir).regions)
     labels = {
         (str(row.image_path), int(row.x0), int(row.y0), int(row.x1), int(row.y1)): str(row.class_name)
         for row in table.itertuples(index=False)

@@ -16,7 +16,7 @@ from anomalib_ncd.data.image_io import check_image_sizes
 from anomalib_ncd.io import atomic_write_text
 from anomalib_ncd.regions.crops import CropSettings
 from anomalib_ncd.regions.mebin import MEBin
-from anomalib_ncd.results import check_output_root, mark_latest, new_run_dir, remove_run_dir, write_run_state
+from anomalib_ncd.results import RunFolder, check_output_root, mark_latest, new_run_dir, remove_run_dir, write_run_state
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,7 +155,7 @@ def _region_stage(
         "images_without_region": sum(all(r.whole_image for r in region_set.of_image(i)) for i in range(len(map_set))),
         "mebin_range": list(region_set.mebin.fitted_range()),
     }
-    atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(RunFolder(run).summary, json.dumps(summary, indent=2))
     write_run_state(run, complete=True)
     mark_latest(run)
     print(f"{summary['regions']} regions from {summary['images']} images; results in {run}")

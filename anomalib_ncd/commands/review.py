@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 
 from anomalib_ncd.commands.config import CONFIG_FILE, config_yaml
-from anomalib_ncd.commands.predict import CHECKPOINT, completed_run, load_run_model
 from anomalib_ncd.discovery.novelty import UNKNOWN
 from anomalib_ncd.io import atomic_write_text
+from anomalib_ncd.pipeline.runs import completed_run, load_run_model
 from anomalib_ncd.results import (
     REGION_FEATURES_FILE,
+    RunFolder,
     mark_latest,
     next_version_dir,
     read_run_state,
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("anomalib_ncd")
 
-MAPS_FOLDER = "maps"
 RUN_FILES_KEPT = (REGION_FEATURES_FILE,)
 
 
@@ -70,10 +70,10 @@ def review(run: str, edits: str, report: bool = True) -> Path:
     review_edits = ReviewEdits.read(edits)
     if review_edits.run and review_edits.run != run_id(run_dir):
         logger.warning("the edits were made on run %s; applying them to %s", review_edits.run, run_id(run_dir))
-    assignments = pd.read_csv(run_dir / "assignments.csv")
-    regions = pd.read_csv(run_dir / "regions.csv")
+    assignments = pd.read_csv(RunFolder(run_dir).assignments)
+    regions = pd.read_csv(RunFolder(run_dir).regions)
     reviewed_images, reviewed_regions = apply_review(assignments, regions, review_edits)
-    model = load_run_model(run_dir) if (run_dir / CHECKPOINT).is_file() else None
+    model = load_run_model(run_dir) if RunFolder(run_dir).checkpoint.is_file() else None
     if model is not None:
         model.set_reviewed_names(reviewed_class_names(model.class_names, review_edits))
 
@@ -116,16 +116,16 @@ def _write_reviewed_run(
 
     atomic_write_text(new_run / CONFIG_FILE, config_yaml(arguments))
     atomic_write_text(new_run / REVIEW_FILE, json.dumps(edits.as_dict(), indent=2, ensure_ascii=False))
-    atomic_write_text(new_run / "assignments.csv", images.to_csv(index=False))
-    atomic_write_text(new_run / "regions.csv", regions.to_csv(index=False))
+    atomic_write_text(RunFolder(new_run).assignments, images.to_csv(index=False))
+    atomic_write_text(RunFolder(new_run).regions, regions.to_csv(index=False))
     if model is not None:
-        save_model_checkpoint(model, new_run / CHECKPOINT)
-    if (run_dir / MAPS_FOLDER).is_dir():
-        _link_tree(run_dir / MAPS_FOLDER, new_run / MAPS_FOLDER)
+        save_model_checkpoint(model, RunFolder(new_run).checkpoint)
+    if RunFolder(run_dir).maps.is_dir():
+        _link_tree(RunFolder(run_dir).maps, RunFolder(new_run).maps)
     for name in RUN_FILES_KEPT:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, new_run / name)
-    parent_summary = _read_json(run_dir / "summary.json")
+    parent_summary = _read_json(RunFolder(run_dir).summary)
     counts = images["class_name"].astype(str).value_counts()
     summary = {
         "parent": str(run_dir),
@@ -139,7 +139,7 @@ def _write_reviewed_run(
         },
         "parent_summary": parent_summary,
     }
-    atomic_write_text(new_run / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    atomic_write_text(RunFolder(new_run).summary, json.dumps(summary, indent=2, ensure_ascii=False, default=str))
     if arguments["report"]:
         write_reviewed_report(new_run, images, regions, model, summary)
 
@@ -205,7 +205,7 @@ def write_reviewed_report(
     table["pred_class"] = _shown_classes(table, model_names, index)
     if "defect_type" not in table:
         table["defect_type"] = None
-    maps = load_map_folder(run / MAPS_FOLDER) if (run / MAPS_FOLDER).is_dir() else None
+    maps = load_map_folder(RunFolder(run).maps) if RunFolder(run).maps.is_dir() else None
     by_path = {} if maps is None else {str(path): m for path, m in zip(maps.image_paths, maps.maps, strict=True)}
     image_maps = [by_path.get(str(path), np.zeros((8, 8), np.float32)) for path in table["image_path"]]
     region_table = regions.copy()
@@ -214,15 +214,15 @@ def write_reviewed_report(
     region_table["pred_class"] = _shown_classes(region_table, model_names, index)
     map_range = overlay_range(None if model is None else model.mebin, image_maps)
     features = None
-    if (run / REGION_FEATURES_FILE).is_file():
-        stored = np.load(run / REGION_FEATURES_FILE, allow_pickle=False)
+    if RunFolder(run).region_features.is_file():
+        stored = np.load(RunFolder(run).region_features, allow_pickle=False)
         features = stored if len(stored) == len(region_table) else None
     metrics = None
     if "defect_type" in table and table["defect_type"].notna().all():
         from anomalib_ncd.evaluation.metrics import discovery_metrics
 
         metrics = discovery_metrics(table, region_table)  # the reviewed classes against the true types
-        atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
+        atomic_write_text(RunFolder(run).metrics, json.dumps(metrics, indent=2))
     state = read_run_state(run)
     data = ReportData(
         title=f"{state.get('dataset', '')} / {state.get('category', '') or 'all'} - {run.name} (reviewed)",
@@ -237,4 +237,4 @@ def write_reviewed_report(
         run_id=run_id(run),
         detector=str(state.get("detector_model") or ""),
     )
-    return write_report(data, run / "report")
+    return write_report(data, RunFolder(run).report)

@@ -1,5 +1,7 @@
 """Run folders: versions, the `latest` link (completed runs only), run state."""
 
+from pathlib import Path
+
 import pytest
 
 from anomalib_ncd.results import (
@@ -44,3 +46,29 @@ def test_run_state_round_trip_and_resolve(tmp_path):
     assert resolve_run(run.parent / "latest") == run.resolve()
     with pytest.raises(FileNotFoundError, match="run folder not found"):
         resolve_run(tmp_path / "nope")
+
+
+def test_the_run_folder_names_every_file_of_a_run_inside_it(tmp_path):
+    from anomalib_ncd.results import RUN_STATE_FILE, RunFolder
+
+    folder = RunFolder(tmp_path / "v0")
+    paths = {
+        "state": folder.state,
+        "config": folder.config,
+        "checkpoint": folder.checkpoint,
+        "maps": folder.maps,
+        "maps_index": folder.maps_index,
+        "views": folder.views,
+        "detector": folder.detector,
+        "assignments": folder.assignments,
+        "regions": folder.regions,
+        "metrics": folder.metrics,
+        "summary": folder.summary,
+        "region_features": folder.region_features,
+        "report": folder.report,
+    }
+    assert all(path.is_relative_to(tmp_path / "v0") for path in paths.values())
+    assert len(set(paths.values())) == len(paths)  # no two names for one file
+    assert folder.state.name == RUN_STATE_FILE
+    assert folder.checkpoint.relative_to(folder.root) == Path("weights/lightning/model.ckpt")  # anomalib's layout
+    assert RunFolder(str(tmp_path)).root == tmp_path  # a string is taken as a path
