@@ -85,10 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         command = next((argument for argument in arguments if argument in COMMANDS), None)
-        hint = {
-            "discover": "; resume the run with --resume <run folder>",
-            "predict": "; the same command with --output <its folder> resumes it",
-        }.get(command or "", "")
+        # predict says itself how far it got and which --output resumes it
+        hint = {"discover": "; resume the run with --resume <run folder>"}.get(command or "", "")
         print(f"anomalib-ncd: interrupted{hint}", file=sys.stderr)
         return 130
     return 0

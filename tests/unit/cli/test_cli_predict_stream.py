@@ -64,6 +64,7 @@ def test_a_killed_predict_resumes_where_it_stopped(whole, tmp_path, monkeypatch,
     assert _predict(whole["run"], whole["images"], whole["maps"], tmp_path, "--chunk_size", "3") == 130
     err = capsys.readouterr().err
     assert "6 of" in err and f"--output {tmp_path}" in err
+    assert err.count("resumes it") == 1  # one hint, not the command's and a generic one
     assert not (tmp_path / "predictions.csv").exists()
     assert len(list((tmp_path / "parts").glob("part-*.csv"))) == 2
 
