@@ -157,6 +157,7 @@ def anomaly_maps(
         check_map_coverage(map_set, test, skip_missing=settings.skip_missing_maps, skip_option=skip_option)
         return map_set, None, None, None
     letterbox = False
+    validated: AnomalyMapSet | None = None  # the test images' maps from a fit here, when it made them
     if settings.checkpoint is not None:
         model = load_anomalib_model(settings.checkpoint, settings.model, trust_checkpoint=settings.trust_checkpoint)
         checkpoint = str(Path(settings.checkpoint).resolve())
@@ -167,11 +168,13 @@ def anomaly_maps(
             settings, table, dataset, category, workdir, accelerator, devices, seed
         )
         letterbox = settings.letterbox
-        if validated is not None:  # the fit's validation pass mapped the test images already
-            return validated, checkpoint, model_class_name(model), {"image_size": image_size, "letterbox": letterbox}
-    model.visualizer = None  # a checkpoint brings anomalib's visualiser back: only the maps are wanted
-    detector_dir = RunFolder(workdir).detector
-    maps = detector_maps_of(model, test, dataset, category, image_size, letterbox, accelerator, devices, detector_dir)
+    if validated is None:  # a checkpoint, or a fit whose validation pass did not map the test images
+        model.visualizer = None  # a checkpoint brings anomalib's visualiser back: only the maps are wanted
+        maps = detector_maps_of(
+            model, test, dataset, category, image_size, letterbox, accelerator, devices, RunFolder(workdir).detector
+        )
+    else:
+        maps = validated
     return maps, checkpoint, model_class_name(model), {"image_size": image_size, "letterbox": letterbox}
 
 

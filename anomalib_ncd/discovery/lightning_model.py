@@ -550,8 +550,10 @@ class AnomalyNCD(AnomalibModule):
         maker = ViewMaker(self.view_settings, seed=self.seed)
         device = next(self.model.parameters()).device
         everything = [*regions, *labeled_regions]
-        fingerprint = None if cache_dir is None else view_fingerprint(everything, self.model.backbone, maker)
-        found = None if cache_dir is None or fingerprint is None else load_view_cache(cache_dir, fingerprint)
+        fingerprint = found = None
+        if cache_dir is not None:
+            fingerprint = view_fingerprint(everything, self.model.backbone, maker)
+            found = load_view_cache(cache_dir, fingerprint)
         if found is not None:
             logger.info("Reusing the cached views in %s", cache_dir)
             self.cache = found
