@@ -34,9 +34,15 @@ if TYPE_CHECKING:
     from anomalib_ncd.maps.folder import load_map_folder
     from anomalib_ncd.maps.from_anomalib import load_anomalib_model, predict_maps
     from anomalib_ncd.maps.map_set import AnomalyMapSet, MapError
-    from anomalib_ncd.pipeline.estimator import DefectDiscovery, NothingToDiscoverError
+    from anomalib_ncd.pipeline.estimator import DefectDiscovery
     from anomalib_ncd.regions.crops import CropSettings, Region
-    from anomalib_ncd.regions.extract import RegionSet, extract_regions, ground_truth_regions, regions_of_image
+    from anomalib_ncd.regions.extract import (
+        NothingToDiscoverError,
+        RegionSet,
+        extract_regions,
+        ground_truth_regions,
+        regions_of_image,
+    )
     from anomalib_ncd.regions.mebin import MEBin, MEBinResult
     from anomalib_ncd.regions.post_processor import MEBinPostProcessor
 
@@ -60,7 +66,7 @@ _PUBLIC = {
     "MEBinPostProcessor": "anomalib_ncd.regions.post_processor",
     "MEBinResult": "anomalib_ncd.regions.mebin",
     "MapError": "anomalib_ncd.maps.map_set",
-    "NothingToDiscoverError": "anomalib_ncd.pipeline.estimator",
+    "NothingToDiscoverError": "anomalib_ncd.regions.extract",
     "Region": "anomalib_ncd.regions.crops",
     "RegionSet": "anomalib_ncd.regions.extract",
     "TrainingSettings": "anomalib_ncd.discovery.lightning_model",

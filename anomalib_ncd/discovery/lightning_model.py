@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from anomalib_ncd.backbones.offline_weights import DEFAULT_BACKBONE
 from anomalib_ncd.discovery.backbone import CNNTokenBackbone, TokenBackbone, ViTTokenBackbone
 from anomalib_ncd.discovery.batch import DiscoveryBatch
 from anomalib_ncd.discovery.classification import ImageClassification
+from anomalib_ncd.discovery.datamodule_fit import defect_types_of, swap_back_train_loader, swap_in_train_loader
 from anomalib_ncd.discovery.fusion import fuse_regions
 from anomalib_ncd.discovery.guidance import GuidanceSettings
 from anomalib_ncd.discovery.heads import init_prototypes
@@ -59,10 +61,17 @@ from anomalib_ncd.discovery.view_cache import (
     view_fingerprint,
 )
 from anomalib_ncd.discovery.views import ViewMaker, ViewSettings
+from anomalib_ncd.maps.from_anomalib import raw_anomaly_maps, raw_maps_of
 from anomalib_ncd.priors.settings import ObjectPriorSettings
 from anomalib_ncd.progress import progress_bar
 from anomalib_ncd.regions.crops import CropSettings, Region
-from anomalib_ncd.regions.extract import RegionSet, check_nothing_found, regions_of_image
+from anomalib_ncd.regions.extract import (
+    RegionSet,
+    check_discoverable,
+    check_nothing_found,
+    extract_regions,
+    regions_of_image,
+)
 from anomalib_ncd.regions.mebin import MEBin
 from anomalib_ncd.regions.soft import (
     PeakCalibration,
@@ -72,6 +81,9 @@ from anomalib_ncd.regions.soft import (
 )
 
 if TYPE_CHECKING:
+    from anomalib.data import AnomalibDataModule
+
+    from anomalib_ncd.maps.map_set import AnomalyMapSet
     from anomalib_ncd.priors import ObjectPrior
 
 LIGHTNING_DEFAULT_MAX_EPOCHS = 1000  # what Trainer runs when neither max_epochs nor max_steps is given
@@ -232,6 +244,13 @@ class AnomalyNCD(AnomalibModule):
             :class:`~anomalib_ncd.priors.ObjectPriorSettings`): use the one the training regions
             were cut with. Its object masks feed the region guidance factor (``soft_rgf``
             and ``balanced`` guidance) and, with ``drop_outside``, drop regions off the object.
+        detector: the anomaly detector's anomalib checkpoint. It maps the images of an anomalib
+            datamodule the model is fitted on (``anomalib train --model anomalib_ncd.AnomalyNCD
+            --model.detector <ckpt> --data <datamodule>``, see
+            :mod:`~anomalib_ncd.discovery.datamodule_fit`) and new images at predict time when a
+            batch has no maps. Read as data on first use (``weights_only=True``, an allow-list).
+        detector_model: the detector's class (name or import path) when the checkpoint is not in
+            anomalib's ``results/<Model>/...`` layout.
     """
 
     model: DiscoveryNetwork
@@ -268,6 +287,8 @@ class AnomalyNCD(AnomalibModule):
         seed: int = 0,
         novelty: NoveltySettings | dict[str, Any] | None = None,
         object_prior: ObjectPriorSettings | dict[str, Any] | None = None,
+        detector: str | None = None,
+        detector_model: str | None = None,
     ) -> None:
         super().__init__(pre_processor=False, post_processor=False, evaluator=False, visualizer=False)
         if n_novel_classes < 1 or n_known_classes < 0:
@@ -298,6 +319,9 @@ class AnomalyNCD(AnomalibModule):
         self.mebin: MEBin | None = None
         self.peak_calibration: PeakCalibration | None = None  # the soft path's normal decision
         self._detector: list[AnomalibModule] = []  # a list: the detector is not a submodule of this model
+        # absolute: the checkpoint that records it is read from other folders later
+        self.detector_checkpoint = None if detector is None else str(Path(detector).expanduser().resolve())
+        self.detector_model = detector_model
         if _is_vit(backbone):
             token_backbone: TokenBackbone = ViTTokenBackbone(
                 backbone,
@@ -339,6 +363,8 @@ class AnomalyNCD(AnomalibModule):
         self.cache: ViewCache | None = None
         self.labels: torch.Tensor | None = None
         self.n_unlabeled = 0
+        self._views_of_datamodule: Path | None = None  # the views prepare_from_datamodule cached
+        self._tested: list[tuple[list[str], torch.Tensor]] = []  # image paths and classes of a test
 
     @property
     def network(self) -> DiscoveryNetwork:
@@ -378,7 +404,14 @@ class AnomalyNCD(AnomalibModule):
 
     @property
     def detector(self) -> AnomalibModule | None:
-        """The anomaly detector whose raw maps :meth:`predict_step` uses when a batch has none."""
+        """The anomaly detector whose raw maps :meth:`predict_step` uses when a batch has none.
+
+        The one attached, else the one of the ``detector`` checkpoint (loaded on first use).
+        """
+        if not self._detector and self.detector_checkpoint is not None:
+            from anomalib_ncd.maps.from_anomalib import load_anomalib_model
+
+            self._detector.append(load_anomalib_model(self.detector_checkpoint, self.detector_model))
         return self._detector[0] if self._detector else None
 
     @detector.setter
@@ -432,7 +465,7 @@ class AnomalyNCD(AnomalibModule):
         other.mebin = self.mebin
         other.peak_calibration = self.peak_calibration
         other.reviewed_names = list(self.reviewed_names)
-        other.detector = self.detector
+        other._detector = list(self._detector)  # not self.detector: that would load an unused checkpoint
         other._object_prior = list(self._object_prior)
         return other
 
@@ -485,6 +518,86 @@ class AnomalyNCD(AnomalibModule):
         if loop.max_epochs in (None, -1, LIGHTNING_DEFAULT_MAX_EPOCHS) and self.trainer.max_steps == -1:
             loop.max_epochs = self.training_settings.epochs
         self._teacher_temperatures = self._teacher_schedule(self.fit_epochs)
+        datamodule = self._datamodule()
+        if datamodule is not None:  # anomalib's CLI and Engine(...).fit(model, datamodule=...)
+            if self.cache is None:
+                self.prepare_from_datamodule(datamodule)
+            swap_in_train_loader(datamodule, self.train_dataloader)
+
+    def _datamodule(self) -> Any:
+        """The datamodule of the running fit or test (``None`` without one)."""
+        return getattr(self._trainer, "datamodule", None)
+
+    def teardown(self, stage: str) -> None:
+        """After a fit on a datamodule: its own ``train_dataloader`` back, the views it cached removed.
+
+        Args:
+            stage: Lightning's stage.
+        """
+        super().teardown(stage)
+        datamodule = self._datamodule()
+        if stage != "fit" or datamodule is None:
+            return
+        swap_back_train_loader(datamodule)
+        if self._views_of_datamodule is not None:
+            self.cache, self.labels = None, None
+            shutil.rmtree(self._views_of_datamodule, ignore_errors=True)
+            self._views_of_datamodule = None
+
+    def prepare_from_datamodule(self, datamodule: AnomalibDataModule) -> None:
+        """Regions and views of a datamodule's test images: detector maps, MEBin, crops, view cache.
+
+        Called by :meth:`setup` when a fit is given a datamodule and the model was not prepared;
+        see :mod:`~anomalib_ncd.discovery.datamodule_fit`. The views are cached on disk in the
+        fit's folder (``<default_root_dir>/views``) and removed when the fit ends.
+
+        Args:
+            datamodule: an anomalib datamodule, set up.
+
+        Raises:
+            ValueError: when the model has no detector.
+            NothingToDiscoverError: when the detector finds no anomaly, or fewer anomalous regions
+                than classes to discover.
+        """
+        detector = self.detector
+        if detector is None:
+            msg = (
+                "training AnomalyNCD on an anomalib datamodule needs the detector that maps its images: "
+                "--model.detector <anomalib checkpoint> (Python: AnomalyNCD(detector=...))"
+            )
+            raise ValueError(msg)
+        device = self.trainer.strategy.root_device if self._trainer is not None else None
+        map_set = raw_maps_of(detector, datamodule.test_dataloader(), device)
+        regions = self.cut_regions(map_set)
+        check_discoverable(regions, self.n_classes - self.n_known)
+        views = Path(self.trainer.default_root_dir if self._trainer is not None else ".") / "views"
+        self.prepare(regions, cache_dir=views)
+        self._views_of_datamodule = views
+
+    def cut_regions(
+        self, map_set: AnomalyMapSet, mebin: MEBin | None = None, progress: Callable[[int], None] | None = None
+    ) -> RegionSet:
+        """The regions of a set of raw maps, cut with this model's settings (MEBin fitted on the set).
+
+        Args:
+            map_set: the set's raw anomaly maps.
+            mebin: the MEBin to use (default: a new one with the reference settings).
+            progress: called with 1 after each image (default: a progress bar).
+
+        Returns:
+            The regions, their map set and the fitted MEBin.
+        """
+        prior, min_inside = self.region_filter()
+        return extract_regions(
+            map_set,
+            mebin=mebin if mebin is not None else MEBin(),
+            crop_settings=self.crop_settings,
+            working_long_side=self.working_long_side,
+            progress=progress,
+            object_prior=prior,
+            min_inside=min_inside,
+            nothing_found=self.nothing_found,
+        )
 
     def _teacher_schedule(self, epochs: int) -> np.ndarray:
         settings = self.training_settings
@@ -1084,11 +1197,48 @@ class AnomalyNCD(AnomalibModule):
             region_unknown_scores=[torch.from_numpy(region_unknown_score[rows]) for rows in per_image],
         )
 
+    def test_step(self, batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> DiscoveryBatch:  # type: ignore[override]
+        """Classify a test batch as :meth:`predict_step` does (anomalib's ``test`` after ``train``).
+
+        Args:
+            batch: an anomalib ``ImageBatch``.
+            batch_idx: the batch's index.
+            *args: unused.
+            **kwargs: unused.
+
+        Returns:
+            The batch's classes.
+        """
+        del args, kwargs
+        found = self.predict_step(batch, batch_idx)
+        if found.pred_class is not None:
+            self._tested.append(([str(path) for path in batch.image_path or []], found.pred_class))
+        return found
+
+    def on_test_epoch_start(self) -> None:
+        """Start a new record of the tested images' classes."""
+        self._tested = []
+
+    def on_test_epoch_end(self) -> None:
+        """Log image NMI / ARI / matched accuracy against the datamodule's defect types, where it has them."""
+        from anomalib_ncd.evaluation.clustering import clustering_report
+
+        datamodule = self._datamodule()
+        truth = defect_types_of(datamodule) if datamodule is not None else {}
+        paths = [path for batch_paths, _ in self._tested for path in batch_paths]
+        classes = [int(c) for _, batch_classes in self._tested for c in batch_classes]
+        self._tested = []
+        if not truth or len(paths) != len(classes) or any(path not in truth for path in paths):
+            return
+        report = clustering_report([truth[path] for path in paths], classes)
+        self.log_dict({"image_NMI": report.nmi, "image_ARI": report.ari, "image_F1": report.f1})
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep MEBin's fitted range, and rebuild from the checkpoint's weights alone when loading."""
         super().on_save_checkpoint(checkpoint)
         hyper_parameters = checkpoint.setdefault("hyper_parameters", {})
         hyper_parameters["pretrained"], hyper_parameters["weights"] = False, None  # every weight is in here
+        hyper_parameters["detector"] = self.detector_checkpoint  # absolute: loading resolves it from another folder
         # plain data only: anomalib loads checkpoints with weights_only=True
         for name, settings in (
             ("guidance", self.guidance_settings),
@@ -1112,6 +1262,9 @@ class AnomalyNCD(AnomalibModule):
             checkpoint["anomaly_ncd_peak_calibration"] = self.peak_calibration.as_dict()
         if self.reviewed_names:
             checkpoint["anomaly_ncd_class_names"] = list(self.reviewed_names)
+        if self.detector_checkpoint is not None:
+            # also outside the hyper-parameters: Lightning's ckpt_path restores state, not __init__ arguments
+            checkpoint["anomaly_ncd_detector"] = {"checkpoint": self.detector_checkpoint, "model": self.detector_model}
 
     @classmethod
     def load_from_checkpoint(
@@ -1184,7 +1337,10 @@ class AnomalyNCD(AnomalibModule):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore MEBin's fitted range; checkpoints from before unknown rejection load uncalibrated."""
+        """Restore MEBin's fitted range and the detector's checkpoint path (unless one was given).
+
+        Checkpoints from before unknown rejection load uncalibrated.
+        """
         super().on_load_checkpoint(checkpoint)
         state_dict = checkpoint.get("state_dict", {})
         for name in ("unknown_threshold", "unknown_image_threshold"):
@@ -1196,6 +1352,9 @@ class AnomalyNCD(AnomalibModule):
         if calibration is not None:
             self.peak_calibration = PeakCalibration.from_dict(calibration)
         self.reviewed_names = [str(name) for name in checkpoint.get("anomaly_ncd_class_names", [])]
+        detector = checkpoint.get("anomaly_ncd_detector")
+        if detector is not None and self.detector_checkpoint is None and not self._detector:
+            self.detector_checkpoint, self.detector_model = detector["checkpoint"], detector["model"]
 
     def settings_dict(self) -> dict[str, Any]:
         """Every setting as plain data (for reports and configs)."""
@@ -1209,30 +1368,6 @@ class AnomalyNCD(AnomalibModule):
             "novelty": asdict(self.novelty_settings)
             | {"threshold": float(self.unknown_threshold), "image_threshold": float(self.unknown_image_threshold)},
         }
-
-
-@torch.no_grad()
-def raw_anomaly_maps(detector: AnomalibModule, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A detector's raw anomaly maps and scores: its pre-processor and torch model, no post-processing.
-
-    anomalib's post-processor normalises and clips maps to ``[0, 1]``; MEBin needs them unclipped.
-
-    Args:
-        detector: a trained anomalib model.
-        images: ``(B, C, H, W)`` images in ``[0, 1]``.
-
-    Returns:
-        ``(B, 1, h, w)`` raw maps and ``(B,)`` raw scores (``None`` when the model gives none).
-    """
-    device = next(detector.parameters(), torch.empty(0)).device
-    batch = images.to(device)
-    if detector.pre_processor:
-        batch = detector.pre_processor(batch)
-    output = detector.model(batch)
-    if output.anomaly_map is None:
-        msg = f"{type(detector).__name__} produced no anomaly map"
-        raise ValueError(msg)
-    return output.anomaly_map, output.pred_score
 
 
 def _batch_pixels(batch: Any) -> list[np.ndarray]:

@@ -54,7 +54,16 @@ class AnomalyMapCollector(Callback):
         super().__init__()
         self.records: list[dict[str, Any]] = []
 
-    def _take(self, outputs: Any) -> None:
+    def take(self, outputs: Any) -> None:
+        """Keep the raw maps of one batch of outputs.
+
+        Args:
+            outputs: anything with ``anomaly_map`` (``(B, h, w)`` or ``(B, 1, h, w)``) and optionally
+                ``image_path``, ``pred_score`` and ``gt_label`` (an anomalib batch).
+
+        Raises:
+            ValueError: when the outputs carry no anomaly map.
+        """
         anomaly_maps = getattr(outputs, "anomaly_map", None)
         if anomaly_maps is None:
             msg = "the model's predictions carry no anomaly_map; use a model that localises anomalies"
@@ -94,7 +103,7 @@ class AnomalyMapCollector(Callback):
     ) -> None:
         """Take the raw maps of a predicted (or tested) batch."""
         del trainer, pl_module, batch, batch_idx, dataloader_idx
-        self._take(outputs)
+        self.take(outputs)
 
     # testing a model gives the same raw maps
     on_test_batch_end = on_predict_batch_end
@@ -126,7 +135,7 @@ class ValidationMapCollector(AnomalyMapCollector):
         """Take the raw maps of a validated batch."""
         del pl_module, batch, batch_idx, dataloader_idx
         if not trainer.sanity_checking:
-            self._take(outputs)
+            self.take(outputs)
 
 
 class AnomalyMapExporter(AnomalyMapCollector):
@@ -154,9 +163,10 @@ class AnomalyMapExporter(AnomalyMapCollector):
 
     on_test_start = on_predict_start
 
-    def _take(self, outputs: Any) -> None:
+    def take(self, outputs: Any) -> None:
+        """Keep the raw maps of one batch and write each one as it arrives."""
         first = len(self.records)
-        super()._take(outputs)
+        super().take(outputs)
         for record in self.records[first:]:
             self._rows.append(
                 _write_map(self.output_dir, len(self._rows), record["anomaly_map"], record["image_path"], None)

@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import inspect
 import pickle
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -305,3 +306,71 @@ def map_set_of(records: list[dict[str, Any]], samples: pd.DataFrame | None = Non
         ],
     )
     return map_set.with_samples(samples) if samples is not None else map_set
+
+
+@torch.no_grad()
+def raw_anomaly_maps(detector: AnomalibModule, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A detector's raw anomaly maps and scores: its pre-processor and torch model, no post-processing.
+
+    anomalib's post-processor normalises and clips maps to ``[0, 1]``; MEBin needs them unclipped.
+
+    Args:
+        detector: a trained anomalib model.
+        images: ``(B, C, H, W)`` images in ``[0, 1]``.
+
+    Returns:
+        ``(B, 1, h, w)`` raw maps and ``(B,)`` raw scores (``None`` when the model gives none).
+    """
+    device = next(detector.parameters(), torch.empty(0)).device
+    batch = images.to(device)
+    if detector.pre_processor:
+        batch = detector.pre_processor(batch)
+    output = detector.model(batch)
+    if output.anomaly_map is None:
+        msg = f"{type(detector).__name__} produced no anomaly map"
+        raise ValueError(msg)
+    return output.anomaly_map, output.pred_score
+
+
+def raw_maps_of(
+    detector: AnomalibModule,
+    dataloader: Iterable[Any],
+    device: torch.device | str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> AnomalyMapSet:
+    """The raw maps of every image a dataloader gives, in one loop (no Trainer of its own).
+
+    For a model's own hooks, where a nested ``Engine.predict`` (:func:`predict_maps`) would start a
+    second Trainer inside a running one.
+
+    Args:
+        detector: a trained anomalib model.
+        dataloader: anomalib batches (``image``, ``image_path``, ``gt_label``), e.g. a datamodule's
+            ``test_dataloader()``.
+        device: where the detector runs (default: where it is).
+        progress: called with the number of images after each batch (default: a progress bar).
+
+    Returns:
+        The raw maps, with image paths and detector scores.
+
+    Raises:
+        MapError: when the dataloader gave no image.
+    """
+    from types import SimpleNamespace
+
+    from anomalib_ncd.progress import progress_bar
+
+    if device is not None:
+        detector.to(device)
+    detector.eval()
+    collector = AnomalyMapCollector()
+    total = len(dataloader.dataset) if isinstance(dataloader, torch.utils.data.DataLoader) else 0  # type: ignore[arg-type]
+    with progress_bar("Detector maps", total, progress) as advance:
+        for batch in dataloader:
+            anomaly_map, pred_score = raw_anomaly_maps(detector, batch.image)
+            outputs = SimpleNamespace(
+                anomaly_map=anomaly_map, image_path=batch.image_path, pred_score=pred_score, gt_label=batch.gt_label
+            )
+            collector.take(outputs)
+            advance(len(batch.image))
+    return map_set_of(collector.records)

@@ -37,16 +37,17 @@ from anomalib_ncd.maps.map_set import AnomalyMapSet, MapError
 from anomalib_ncd.pipeline.checkpoint import AtomicCheckpointIO, epoch_checkpoint
 from anomalib_ncd.pipeline.tables import assignments_table, region_table
 from anomalib_ncd.quiet import is_verbose
-from anomalib_ncd.regions.extract import RegionSet, extract_regions, read_set_image
+from anomalib_ncd.regions.extract import (  # noqa: F401 (NothingToDiscoverError: also public here)
+    NothingToDiscoverError,
+    RegionSet,
+    check_discoverable,
+    read_set_image,
+)
 from anomalib_ncd.regions.mebin import MEBin
 
 logger = logging.getLogger(__name__)
 
 MapsLike = AnomalyMapSet | Sequence[Any]
-
-
-class NothingToDiscoverError(ValueError):
-    """The set gives the discovery model nothing to learn from (no anomaly, too few regions)."""
 
 
 class DefectDiscovery:
@@ -202,17 +203,7 @@ class DefectDiscovery:
         if isinstance(maps, RegionSet):
             regions = maps
         else:
-            map_set = as_map_set(maps)
-            prior, min_inside = self.model_.region_filter()
-            regions = extract_regions(
-                map_set,
-                mebin=copy.deepcopy(self.mebin) if self.mebin is not None else MEBin(),
-                crop_settings=self.model_.crop_settings,
-                working_long_side=self.model_.working_long_side,
-                object_prior=prior,
-                min_inside=min_inside,
-                nothing_found=self.model_.nothing_found,
-            )
+            regions = self.model_.cut_regions(as_map_set(maps), copy.deepcopy(self.mebin))
         check_discoverable(regions, self.model_.n_classes - self.model_.n_known)
         self.regions_ = regions
         self.model_.prepare(regions, labeled_regions, labeled_classes, cache_dir=self.view_cache_dir)
@@ -415,30 +406,6 @@ def as_map_set(maps: MapsLike) -> AnomalyMapSet:
             "raw maps (anomalib_ncd.AnomalyMapCollector) give MEBin their full range"
         )
     return map_set
-
-
-def check_discoverable(regions: RegionSet, n_novel: int) -> None:
-    """Refuse sets that give the discovery model nothing to learn.
-
-    Args:
-        regions: the regions of the set.
-        n_novel: classes to discover (the normal class included).
-
-    Raises:
-        NothingToDiscoverError: when no image has an anomalous region, or there are fewer
-            anomalous regions than anomalous classes to discover.
-    """
-    n_images = len(regions.map_set)
-    anomalous = sum(getattr(region, "source", "region") == "region" for region in regions)
-    if anomalous == 0:
-        msg = (
-            f"no anomaly was found in any of the {n_images} images: nothing to discover "
-            "(are the maps flat, or is this a set of normal images only?)"
-        )
-        raise NothingToDiscoverError(msg)
-    if anomalous < n_novel:
-        msg = f"{n_novel} classes to discover but only {anomalous} anomalous regions in {n_images} images"
-        raise NothingToDiscoverError(msg)
 
 
 def _check_resume_checkpoint(path: str | Path, model_class: type) -> None:

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from anomalib_ncd.priors import ObjectPrior
 
 
+class NothingToDiscoverError(ValueError):
+    """The set gives the discovery model nothing to learn from (no anomaly, too few regions)."""
+
+
 @dataclass
 class RegionSet:
     """Regions of every image of a map set, with the binarisation they came from.
@@ -508,3 +512,27 @@ def ground_truth_regions(
         image = read_set_image(map_set, index) if load_crops else None
         regions += cut_regions(index, shapes[index], mask, boxes, map_set.maps[index], image)
     return RegionSet(regions=regions, map_set=map_set, binarization=[], mebin=None)
+
+
+def check_discoverable(regions: RegionSet, n_novel: int) -> None:
+    """Refuse sets that give the discovery model nothing to learn.
+
+    Args:
+        regions: the regions of the set.
+        n_novel: classes to discover (the normal class included).
+
+    Raises:
+        NothingToDiscoverError: when no image has an anomalous region, or there are fewer
+            anomalous regions than anomalous classes to discover.
+    """
+    n_images = len(regions.map_set)
+    anomalous = sum(getattr(region, "source", "region") == "region" for region in regions)
+    if anomalous == 0:
+        msg = (
+            f"no anomaly was found in any of the {n_images} images: nothing to discover "
+            "(are the maps flat, or is this a set of normal images only?)"
+        )
+        raise NothingToDiscoverError(msg)
+    if anomalous < n_novel:
+        msg = f"{n_novel} classes to discover but only {anomalous} anomalous regions in {n_images} images"
+        raise NothingToDiscoverError(msg)
