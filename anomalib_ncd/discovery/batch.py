@@ -7,6 +7,7 @@ of its own. The mixin comes first in the bases so that its fields (all optional)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from anomalib.data import ImageBatch
@@ -47,3 +48,26 @@ class _DiscoveryFields:
 @dataclass
 class DiscoveryBatch(_DiscoveryFields, ImageBatch):
     """An anomalib ``ImageBatch`` carrying defect classes of images and regions."""
+
+
+class DiscoveryInference(NamedTuple):
+    """What the model returns when called on images (anomalib's ``forward``: export and ``TorchInferencer``).
+
+    anomalib's ``TorchInferencer`` builds an ``ImageBatch`` from these fields, so they are
+    ``ImageBatch`` fields only; the defect class travels in ``explanation``, anomalib's text field
+    (``Engine.predict`` gives the full :class:`DiscoveryBatch` instead).
+
+    Attributes:
+        pred_score: ``(B,)`` the detector's raw image score.
+        pred_label: ``(B,)`` whether the image's class is a defect class (not the normal one).
+        anomaly_map: ``(B, 1, h, w)`` the detector's raw map.
+        pred_mask: unused (``None``): regions are boxes, see ``explanation``.
+        explanation: per image, its class: ``"<name> (class <index>, confidence <p>)"``, prefixed with
+            ``"unknown, nearest "`` when the image fits no class.
+    """
+
+    pred_score: torch.Tensor | None
+    pred_label: torch.Tensor
+    anomaly_map: torch.Tensor
+    pred_mask: torch.Tensor | None
+    explanation: list[str]

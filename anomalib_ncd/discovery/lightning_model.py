@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from anomalib_ncd.backbones.offline_weights import DEFAULT_BACKBONE
 from anomalib_ncd.discovery.backbone import CNNTokenBackbone, TokenBackbone, ViTTokenBackbone
-from anomalib_ncd.discovery.batch import DiscoveryBatch
+from anomalib_ncd.discovery.batch import DiscoveryBatch, DiscoveryInference
 from anomalib_ncd.discovery.classification import ImageClassification
 from anomalib_ncd.discovery.datamodule_fit import defect_types_of, swap_back_train_loader, swap_in_train_loader
 from anomalib_ncd.discovery.fusion import fuse_regions
@@ -1170,10 +1170,7 @@ class AnomalyNCD(AnomalibModule):
         """
         anomaly_map, pred_score = batch.anomaly_map, batch.pred_score
         if anomaly_map is None:
-            if self.detector is None:
-                msg = "predict needs the detector's raw anomaly maps in batch.anomaly_map, or an attached detector"
-                raise ValueError(msg)
-            anomaly_map, pred_score = raw_anomaly_maps(self.detector, batch.image)
+            anomaly_map, pred_score = raw_anomaly_maps(self._required_detector(), batch.image)
         maps = anomaly_map.detach().float().cpu().numpy()
         found = self.classify_images(_batch_pixels(batch), list(maps))
         fields = {name: getattr(batch, name) for name in ("image", "gt_label", "gt_mask", "mask_path", "image_path")}
@@ -1232,6 +1229,75 @@ class AnomalyNCD(AnomalibModule):
             return
         report = clustering_report([truth[path] for path in paths], classes)
         self.log_dict({"image_NMI": report.nmi, "image_ARI": report.ari, "image_F1": report.f1})
+
+    def _required_detector(self) -> AnomalibModule:
+        detector = self.detector
+        if detector is None:
+            msg = (
+                "classifying images needs the detector's raw anomaly maps (batch.anomaly_map) or a detector: "
+                "AnomalyNCD(detector=<checkpoint>), or model.detector = <anomalib model>"
+            )
+            raise ValueError(msg)
+        return detector
+
+    def forward(self, batch: torch.Tensor, *args: Any, **kwargs: Any) -> DiscoveryInference:  # type: ignore[override]
+        """The whole chain on images: the detector's raw maps, MEBin regions, their classes, fused per image.
+
+        This is what anomalib's export saves and its ``TorchInferencer`` calls
+        (``anomalib export --model anomalib_ncd.AnomalyNCD --export_type torch --ckpt_path ...``).
+
+        Args:
+            batch: ``(B, C, H, W)`` images in ``[0, 1]`` (regions are cut from these pixels).
+            *args: unused.
+            **kwargs: unused.
+
+        Returns:
+            The detector's maps and scores, and each image's class in ``explanation``.
+        """
+        del args, kwargs
+        anomaly_map, pred_score = raw_anomaly_maps(self._required_detector(), batch)
+        found = self.classify_images(_tensor_pixels(batch), list(anomaly_map.detach().float().cpu().numpy()))
+        names = self.class_names
+        explanation = [
+            ("unknown, nearest " if unknown else "") + f"{names[c]} (class {c}, confidence {p:.3f})"
+            for c, p, unknown in zip(found.classes, found.confidence, found.unknown_or_default()[3], strict=True)
+        ]
+        normal = -1 if self.normal_index is None else self.normal_index
+        return DiscoveryInference(
+            pred_score=pred_score,
+            pred_label=torch.from_numpy(found.classes != normal),
+            anomaly_map=anomaly_map,
+            pred_mask=None,
+            explanation=explanation,
+        )
+
+    def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
+        """Export for anomalib's TorchInferencer, with the detector inside: the file needs no other checkpoint.
+
+        Args:
+            export_root: the output folder (the file goes to ``<export_root>/weights/torch/``).
+            model_file_name: the file's name without ``.pt``.
+
+        Returns:
+            The exported file, for anomalib's ``TorchInferencer`` (a pickle, as all anomalib torch
+            exports: load only files you made, with ``TRUST_REMOTE_CODE=1``).
+        """
+        self._required_detector()  # loaded now, so the export holds it
+        self.cache, self.labels = None, None  # training data is not part of a classifier
+        return super().to_torch(export_root, model_file_name)
+
+    def to_onnx(self, *args: Any, **kwargs: Any) -> Path:
+        """Not available: MEBin and the region crops between the detector and the network are numpy.
+
+        Raises:
+            NotImplementedError: always; use the torch export.
+        """
+        del args, kwargs
+        msg = (
+            "AnomalyNCD exports to torch only (--export_type torch): MEBin and the region crops between "
+            "the detector and the network run in numpy, outside an ONNX graph"
+        )
+        raise NotImplementedError(msg)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep MEBin's fitted range, and rebuild from the checkpoint's weights alone when loading."""
@@ -1377,8 +1443,13 @@ def _batch_pixels(batch: Any) -> list[np.ndarray]:
     paths = batch.image_path or []
     if len(paths) == len(batch.image) and all(Path(path).is_file() for path in paths):
         return [read_image(path) for path in paths]
-    images = (batch.image.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [image[..., 0] if image.shape[2] == 1 else image for image in images]
+    return _tensor_pixels(batch.image)
+
+
+def _tensor_pixels(images: torch.Tensor) -> list[np.ndarray]:
+    """uint8 pixels of ``(B, C, H, W)`` images in ``[0, 1]``."""
+    pixels = (images.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [image[..., 0] if image.shape[2] == 1 else image for image in pixels]
 
 
 def _plain(value: Any) -> Any:

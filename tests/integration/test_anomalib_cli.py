@@ -456,3 +456,45 @@ def test_anomalib_predict_classifies_new_images_with_the_trained_model(
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "Predicting" in output
+
+
+def test_anomalib_export_runs_in_anomalibs_torch_inferencer(
+    mvtec_cli_run: MVTecCliRun, ncd_cli_run: subprocess.CompletedProcess[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``anomalib export --export_type torch``: one file with the detector inside, run by ``TorchInferencer``.
+
+    Each image gets the class ``Engine.predict`` gives it with the checkpoint (same chain, same pixels).
+    """
+    from anomalib.deploy import TorchInferencer
+    from anomalib.engine import Engine
+
+    from anomalib_ncd import AnomalyNCD
+
+    assert ncd_cli_run.returncode == 0, (ncd_cli_run.stdout + ncd_cli_run.stderr)[-3000:]
+    workdir = mvtec_cli_run.workdir
+    checkpoint = anomalib_checkpoint_path(workdir / "results", model="AnomalyNCD", dataset="MVTecAD")
+    result = _run_anomalib(
+        ["export", *NCD_ARGS, f"--ckpt_path={checkpoint}", "--export_type=torch", "--export_root=exported"], workdir
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    exported = workdir / "exported" / "weights" / "torch" / "model.pt"
+    assert exported.is_file()
+    monkeypatch.setenv("TRUST_REMOTE_CODE", "1")  # anomalib's rule for its pickled torch exports: our own file
+    inferencer = TorchInferencer(exported, device="cpu")
+    images = sorted((workdir / "mvtec" / CATEGORY / "test").glob("*/*.png"))
+    assert images
+    model = AnomalyNCD.load_from_checkpoint(checkpoint, map_location="cpu")
+    names = model.class_names
+    test_folder = workdir / "mvtec" / CATEGORY / "test"
+    batches = Engine(logger=False, accelerator="cpu", devices=1).predict(model=model, data_path=test_folder) or []
+    expected = {
+        str(path): int(c) for batch in batches for path, c in zip(batch.image_path, batch.pred_class, strict=True)
+    }
+    assert len(expected) == len(images)
+    for image in images:
+        found = inferencer.predict(image)
+        assert found.anomaly_map is not None and found.pred_score is not None
+        (explanation,) = found.explanation
+        c = expected[str(image)]
+        assert explanation.removeprefix("unknown, nearest ").startswith(f"{names[c]} (class {c}, confidence ")
+        assert bool(found.pred_label[0]) == (c != model.normal_index)
