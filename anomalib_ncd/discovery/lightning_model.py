@@ -1286,7 +1286,7 @@ class AnomalyNCD(AnomalibModule):
         self.cache, self.labels = None, None  # training data is not part of a classifier
         return super().to_torch(export_root, model_file_name)
 
-    def to_onnx(self, *args: Any, **kwargs: Any) -> Path:
+    def to_onnx(self, *args: Any, **kwargs: Any) -> Path:  # type: ignore[override]
         """Not available: MEBin and the region crops between the detector and the network are numpy.
 
         Raises:
