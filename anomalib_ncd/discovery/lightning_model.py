@@ -86,7 +86,11 @@ if TYPE_CHECKING:
     from anomalib_ncd.maps.map_set import AnomalyMapSet
     from anomalib_ncd.priors import ObjectPrior
 
-LIGHTNING_DEFAULT_MAX_EPOCHS = 1000  # what Trainer runs when neither max_epochs nor max_steps is given
+LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
+TORCH_EXPORT_ONLY = (
+    "AnomalyNCD exports to torch only (--export_type torch): MEBin and the region crops between "
+    "the detector and the network run in numpy, outside an ONNX graph"
+)  # what Trainer runs when neither max_epochs nor max_steps is given
 
 logger = logging.getLogger(__name__)
 
@@ -1293,11 +1297,16 @@ class AnomalyNCD(AnomalibModule):
             NotImplementedError: always; use the torch export.
         """
         del args, kwargs
-        msg = (
-            "AnomalyNCD exports to torch only (--export_type torch): MEBin and the region crops between "
-            "the detector and the network run in numpy, outside an ONNX graph"
-        )
-        raise NotImplementedError(msg)
+        raise NotImplementedError(TORCH_EXPORT_ONLY)
+
+    def to_openvino(self, *args: Any, **kwargs: Any) -> Path:  # type: ignore[override]
+        """Not available, as :meth:`to_onnx` (OpenVINO converts the ONNX graph).
+
+        Raises:
+            NotImplementedError: always; use the torch export.
+        """
+        del args, kwargs
+        raise NotImplementedError(TORCH_EXPORT_ONLY)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep MEBin's fitted range, and rebuild from the checkpoint's weights alone when loading."""
