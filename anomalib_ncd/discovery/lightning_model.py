@@ -1299,7 +1299,7 @@ class AnomalyNCD(AnomalibModule):
         del args, kwargs
         raise NotImplementedError(TORCH_EXPORT_ONLY)
 
-    def to_openvino(self, *args: Any, **kwargs: Any) -> Path:  # type: ignore[override]
+    def to_openvino(self, *args: Any, **kwargs: Any) -> Path:
         """Not available, as :meth:`to_onnx` (OpenVINO converts the ONNX graph).
 
         Raises:
