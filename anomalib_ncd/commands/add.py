@@ -92,11 +92,11 @@ def add(
 
     from anomalib_ncd.discovery.continual import add_batch
     from anomalib_ncd.maps.folder import load_map_folder
-    from anomalib_ncd.regions.extract import read_set_image
+    from anomalib_ncd.regions.extract import SetImages
 
     earlier = load_map_folder(RunFolder(run_dir).maps)
     earlier_regions = _earlier_regions(model, earlier)
-    batch_images = [read_set_image(batch_maps, index) for index in range(len(batch_maps))]
+    batch_images = SetImages(batch_maps)  # read one at a time
     update = add_batch(
         model,
         batch_images,
@@ -156,10 +156,9 @@ def add(
 
 def _earlier_regions(model: AnomalyNCD, map_set: AnomalyMapSet) -> ImageClassification:
     """The regions of the earlier images, cut as at discovery (the model's MEBin range), classified."""
-    from anomalib_ncd.regions.extract import read_set_image
+    from anomalib_ncd.regions.extract import SetImages
 
-    pixels = [read_set_image(map_set, index) for index in range(len(map_set))]
-    return model.classify_images(pixels, map_set.maps, progress=True)
+    return model.classify_images(SetImages(map_set), map_set.maps, progress=True)  # images read one at a time
 
 
 def _concatenated(first: AnomalyMapSet, second: AnomalyMapSet) -> AnomalyMapSet:

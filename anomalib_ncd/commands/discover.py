@@ -101,6 +101,8 @@ def discover(
     report: bool = True,
     accelerator: str = "auto",
     devices: int = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
     seed: int = 0,
     output: str = "results",
     resume: str | None = None,
@@ -156,7 +158,11 @@ def discover(
         fusion_temperature: temperature of the area-weighted region fusion.
         report: write the HTML report.
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``...).
-        devices: number of devices.
+        devices: number of devices of the discovery training (the detector's fit and maps run on one).
+        strategy: Lightning strategy of the discovery training: on several devices or nodes, data
+            parallel (``ddp``; started at the fit, as ``ddp_spawn``, so the stages before it run
+            once: :func:`~anomalib_ncd.pipeline.estimator.training_strategy`).
+        num_nodes: machines of a multi-node training.
         seed: random seed.
         output: results root; the run goes to ``<output>/NCD/<dataset>/<category>/vN``.
         resume: an interrupted run folder to continue (its ``config.yaml`` replaces the other
@@ -333,7 +339,7 @@ def _run(
             state.get("category", ""),
             run,
             accelerator=arguments["accelerator"],
-            devices=arguments["devices"],
+            devices=1,  # anomalib's Patchcore fit keeps one memory bank: one process
             seed=arguments["seed"],
         )
         save_map_set(map_set, RunFolder(run).maps)
@@ -355,6 +361,8 @@ def _run(
             arguments["mebin"],
             accelerator=arguments["accelerator"],
             devices=arguments["devices"],
+            strategy=arguments["strategy"],
+            num_nodes=arguments["num_nodes"],
             checkpoint_dir=checkpoint.parent,
             root_dir=engine_root,
             class_count=arguments["class_count"] if arguments["n_novel_classes"] == "auto" else None,

@@ -692,7 +692,10 @@ class AnomalyNCD(AnomalibModule):
             raise RuntimeError(msg)
         dataset = ViewPairDataset(self.cache, self.labels, seed=self.seed)
         sampler = balanced_sampler(self.labels, seed=self.seed)
-        batch_size = min(self.training_settings.batch_size, len(dataset))
+        # the configured batch is the global one: under DDP each process takes its share of it (and
+        # Lightning's distributed sampler gives each its share of the regions)
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        batch_size = min(max(1, self.training_settings.batch_size // world_size), len(dataset))
         self._epoch_draws = [dataset, sampler]
         return DataLoader(
             dataset,
@@ -712,7 +715,17 @@ class AnomalyNCD(AnomalibModule):
                 self.model.set_anchor_mean(self.cache.plain_descriptors())
             features = self._plain_features(unlabeled_only=True)
             init_prototypes(self.model.heads, features.to(self.device), seed=self.seed)
+            self._same_on_every_process(self.model.heads)
             self.prototypes_initialised.fill_(True)
+
+    def _same_on_every_process(self, module: torch.nn.Module) -> None:
+        """Under DDP, give every process rank 0's values of a module initialised after DDP's own broadcast."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return
+        strategy = self.trainer.strategy
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                tensor.copy_(strategy.broadcast(tensor.detach().clone(), src=0))
 
     def on_train_epoch_start(self) -> None:
         """Draw this epoch's regions and view pairs from ``(seed, epoch)``: a resumed run repeats them."""
@@ -751,6 +764,10 @@ class AnomalyNCD(AnomalibModule):
         """Keep the head whose clustering loss was lowest over the epoch; calibrate after the last one."""
         if self._epoch_head_losses:
             mean = torch.stack(self._epoch_head_losses).mean(0)
+            if self.trainer.world_size > 1:  # every process keeps the head that was best over all of them
+                gathered = self.all_gather(mean)
+                assert isinstance(gathered, torch.Tensor)
+                mean = gathered.reshape(-1, mean.numel()).mean(0)
             self.best_head = mean.argmin().to(self.best_head)
             self._epoch_head_losses.clear()
         # Lightning writes the epoch's checkpoint after this hook: the last one holds the thresholds

@@ -40,8 +40,8 @@ from anomalib_ncd.quiet import is_verbose
 from anomalib_ncd.regions.extract import (  # noqa: F401 (NothingToDiscoverError: also public here)
     NothingToDiscoverError,
     RegionSet,
+    SetImages,
     check_discoverable,
-    read_set_image,
 )
 from anomalib_ncd.regions.mebin import MEBin
 
@@ -60,6 +60,11 @@ class DefectDiscovery:
         mebin: the binarisation; fitted on the maps given to :meth:`fit` unless already fitted.
         accelerator: Lightning accelerator for training (``auto``, ``cpu``, ``gpu``...).
         devices: Lightning devices.
+        strategy: Lightning strategy of the training (``auto``; on several devices or nodes
+            Lightning's distributed data parallel, started at the fit: see :func:`training_strategy`).
+            Each process trains on its share of the regions and of the batch; the weights, the head
+            and the thresholds come back to this process.
+        num_nodes: machines of a multi-node training (Lightning's ``num_nodes``).
         checkpoint_dir: folder of the per-epoch checkpoint ``model.ckpt`` (default: anomalib's
             results layout under ``root_dir``).
         root_dir: anomalib's ``default_root_dir`` for the training engine.
@@ -89,6 +94,8 @@ class DefectDiscovery:
         *,
         accelerator: str = "auto",
         devices: int | str = 1,
+        strategy: str = "auto",
+        num_nodes: int = 1,
         checkpoint_dir: str | Path | None = None,
         root_dir: str | Path = "results",
         progress: bool = True,
@@ -101,6 +108,8 @@ class DefectDiscovery:
         self.mebin = mebin
         self.accelerator = accelerator
         self.devices = devices
+        self.strategy = strategy
+        self.num_nodes = num_nodes
         self.checkpoint_dir = checkpoint_dir
         self.root_dir = root_dir
         self.progress = progress
@@ -234,6 +243,8 @@ class DefectDiscovery:
             default_root_dir=str(self.root_dir),
             accelerator=self.accelerator,
             devices=self.devices,
+            strategy=training_strategy(self.strategy, self.devices, self.num_nodes),
+            num_nodes=self.num_nodes,
             callbacks=[callback for callback in callbacks if callback is not None],
             max_epochs=self.model_.training_settings.epochs,
             **options,
@@ -279,7 +290,7 @@ class DefectDiscovery:
             The image and region classes.
         """
         map_set = as_map_set(maps)
-        images = [read_set_image(map_set, index) for index in range(len(map_set))]
+        images = SetImages(map_set)  # read one at a time
         return self._model.classify_images(images, map_set.maps, batch_size=batch_size, progress=self.progress)
 
     def predict(self, maps: MapsLike) -> pd.DataFrame:
@@ -311,7 +322,7 @@ class DefectDiscovery:
         from anomalib_ncd.discovery.continual import add_batch
 
         map_set = as_map_set(maps)
-        images = [read_set_image(map_set, index) for index in range(len(map_set))]
+        images = SetImages(map_set)  # read one at a time
         update = add_batch(self._model, images, map_set.maps, self.classification_, quantile, n_new_classes)
         self.model_ = update.model
         self.last_update_ = update
@@ -363,6 +374,31 @@ class DefectDiscovery:
             The region table.
         """
         return region_table(self.regions_.map_set, self.classification_, self._model.class_names)
+
+
+def training_strategy(strategy: str, devices: int | str | list[int], num_nodes: int = 1) -> str:
+    """The Lightning strategy the discovery training runs with.
+
+    Lightning's ``ddp`` (and ``auto`` on several devices) starts the other processes by running the
+    program again from its start, so every stage before training (the detector, its maps, the
+    regions, the view cache) would run again in each of them, racing on the same run folder.
+    ``ddp_spawn`` starts them at the fit, with the prepared model (the cached views travel as shared
+    memory, or as the paths of the on-disk cache): the same data parallel training, started once.
+
+    Args:
+        strategy: the strategy asked for.
+        devices: Lightning's ``devices``.
+        num_nodes: Lightning's ``num_nodes``.
+
+    Returns:
+        ``ddp_spawn`` for ``ddp``, and for ``auto`` on several devices or nodes; else ``strategy``.
+    """
+    several = num_nodes > 1 or (isinstance(devices, list) and len(devices) > 1)
+    if isinstance(devices, int) or (isinstance(devices, str) and devices.lstrip("-").isdigit()):
+        several = several or int(devices) > 1 or int(devices) == -1
+    if strategy == "ddp" or (strategy == "auto" and several):
+        return "ddp_spawn"
+    return strategy
 
 
 def as_map_set(maps: MapsLike) -> AnomalyMapSet:

@@ -11,10 +11,10 @@ live only while their image is cropped, so memory stays flat for thousands of la
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import cv2
 import numpy as np
@@ -283,6 +283,37 @@ def read_set_image(map_set: AnomalyMapSet, index: int) -> np.ndarray:
         msg = f"image {path} is {image.shape[:2]}, but its map set says {shape}"
         raise ValueError(msg)
     return image
+
+
+class SetImages(Sequence[np.ndarray]):
+    """The images of a map set, each read from its file when asked for: never all in memory.
+
+    Classifying a folder of 10,000 high-resolution images holds one image at a time (regions keep
+    copies of their crops only), where a list of every image's pixels would hold them all.
+
+    Args:
+        map_set: the set whose images to read (:func:`read_set_image`: checked against its sizes).
+    """
+
+    def __init__(self, map_set: AnomalyMapSet) -> None:
+        self.map_set = map_set
+
+    def __len__(self) -> int:
+        return len(self.map_set)
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, index: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(index, slice):
+            return [read_set_image(self.map_set, i) for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            msg = f"image {index} of a set of {len(self)}"
+            raise IndexError(msg)
+        return read_set_image(self.map_set, index % len(self))
 
 
 def _binarised_regions(

@@ -62,8 +62,8 @@ def test_the_estimator_clones_and_takes_parameters_like_scikit_learn(tmp_path):
     assert params["model"] is model
     assert params["engine_options"] == {"precision": 32}
     assert set(params) == {
-        "model", "mebin", "accelerator", "devices", "checkpoint_dir", "root_dir", "progress", "engine_options",
-        "class_count", "view_cache_dir",
+        "model", "mebin", "accelerator", "devices", "strategy", "num_nodes", "checkpoint_dir", "root_dir",
+        "progress", "engine_options", "class_count", "view_cache_dir",
     }  # fmt: skip
     copied = clone(discovery)
     assert copied.model is not model
