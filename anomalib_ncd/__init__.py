@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from anomalib_ncd.discovery.classification import ImageClassification
     from anomalib_ncd.discovery.guidance import GuidanceSettings
     from anomalib_ncd.discovery.known_classes import known_class_regions
-    from anomalib_ncd.discovery.lightning_model import AnomalyNCD, DiscoveryResult, TrainingSettings
+    from anomalib_ncd.discovery.lightning_model import AnomalyNCD, TrainingSettings
     from anomalib_ncd.discovery.losses import LossWeights
     from anomalib_ncd.discovery.views import ViewSettings
     from anomalib_ncd.evaluation.clustering import clustering_report
@@ -57,7 +57,6 @@ _PUBLIC = {
     "CropSettings": "anomalib_ncd.regions.crops",
     "DiscoveryBatch": "anomalib_ncd.discovery.batch",
     "DefectDiscovery": "anomalib_ncd.pipeline.estimator",
-    "DiscoveryResult": "anomalib_ncd.discovery.lightning_model",
     "GuidanceSettings": "anomalib_ncd.discovery.guidance",
     "ImageClassification": "anomalib_ncd.discovery.classification",
     "KMeansBaseline": "anomalib_ncd.baselines.kmeans",
@@ -92,7 +91,6 @@ __all__ = [
     "CropSettings",
     "DefectDiscovery",
     "DiscoveryBatch",
-    "DiscoveryResult",
     "GuidanceSettings",
     "ImageClassification",
     "KMeansBaseline",

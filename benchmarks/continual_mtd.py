@@ -72,7 +72,7 @@ def main() -> None:
     first_maps = maps.subset(first)
     model.prepare(extract_regions(first_maps), progress=lambda _: None)
     fit_prepared(model, args.epochs)
-    phase1 = clustering_report(types[first].tolist(), model.discover(n_images=len(first)).image_classes)
+    phase1 = clustering_report(types[first].tolist(), model.discover(n_images=len(first)).classes)
     print(f"phase 1 ({', '.join(FIRST)}; {len(first)} images): {phase1}")
 
     batch_maps = maps.subset(batch)

@@ -104,7 +104,7 @@ def run_set(name: str, args: argparse.Namespace) -> dict[str, Any]:
         else:
             fit_prepared(model, args.epochs)
         found = model.discover(n_images=len(test))
-        results[variant] = report_of(types, found.image_classes) | {"train_s": time.perf_counter() - start}
+        results[variant] = report_of(types, found.classes) | {"train_s": time.perf_counter() - start}
     for key, value in results.items():
         if isinstance(value, dict):
             print(f"  {key:<30} NMI {value['nmi']:.3f}  ARI {value['ari']:.3f}  F1 {value['f1']:.3f}")

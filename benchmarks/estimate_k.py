@@ -43,7 +43,7 @@ def train_and_score(model: AnomalyNCD, n_classes: int, truth: list[str], epochs:
     trained = model.with_novel_classes(n_classes)
     fit_prepared(trained, epochs)
     found = trained.discover(n_images=len(truth))
-    report = clustering_report(truth, found.image_classes)
+    report = clustering_report(truth, found.classes)
     return {"k": n_classes, "nmi": report.nmi, "ari": report.ari, "f1": report.f1}
 
 

@@ -202,11 +202,11 @@ def run_source(
     train_s = fit_prepared(model, args.epochs)
     found = model.discover(n_images=len(types))
     results["ours"] = {
-        "image": clustering_report(types, found.image_classes).as_dict(),
+        "image": clustering_report(types, found.classes).as_dict(),
         "region": clustering_report(region_types, found.region_classes).as_dict(),
         "train_s": train_s,
         "epoch_s": train_s / args.epochs,
-        **path_shares(regions, types, found.image_classes, int(model.normal_index or 0), args.normal_type),
+        **path_shares(regions, types, found.classes, int(model.normal_index or 0), args.normal_type),
     }
     for label, spherical in (("masked_pooling_kmeans", False), ("masked_pooling_spherical_kmeans", True)):
         labels = masked_pooling_kmeans(cache, len(regions), args.n_classes, args.seed, spherical)
@@ -248,7 +248,7 @@ def run_source(
             seconds = fit_prepared(variant, args.epochs)
             outcome = variant.discover(n_images=len(types))
             results["ablation"][mode] = {
-                "image": clustering_report(types, outcome.image_classes).as_dict(),
+                "image": clustering_report(types, outcome.classes).as_dict(),
                 "train_s": seconds,
             }
     print_source(name, results)
@@ -269,7 +269,7 @@ def with_known_classes(
     train_s = fit_prepared(model, args.epochs)
     found = model.discover(n_images=len(types))
     return {
-        "image": clustering_report(types, found.image_classes).as_dict(),
+        "image": clustering_report(types, found.classes).as_dict(),
         "region": clustering_report(region_types, found.region_classes).as_dict(),
         "known_classes": names,
         "n_labeled_regions": len(labeled),

@@ -198,7 +198,7 @@ def run_fold(held_out: str, maps: AnomalyMapSet, is_train: np.ndarray, args: arg
     whole_train = cache.whole_image[:end].numpy()
     areas_train = cache.areas[:end].numpy()
     index_train = cache.image_index[:end].numpy()
-    train_features = found_train.features
+    train_features = found_train.region_features
     stats = class_statistics(best_head_cosines(model, train_features), whole_train)
     train_descriptors = torch.from_numpy(model.region_descriptors())
     reference = (train_features, train_descriptors[~torch.from_numpy(whole_train)])

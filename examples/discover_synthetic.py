@@ -36,7 +36,7 @@ def main(output: Path) -> None:
     engine.fit(model)
     found = model.discover(n_images=len(maps))
     print(f"checkpoint: {engine.trainer.checkpoint_callback.best_model_path}")
-    print(f"discovered classes vs true types: {clustering_report(maps.defect_types, found.image_classes)}")
+    print(f"discovered classes vs true types: {clustering_report(maps.defect_types, found.classes)}")
 
 
 if __name__ == "__main__":

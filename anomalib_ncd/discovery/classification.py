@@ -1,8 +1,13 @@
-"""The classes of a set of images and of their regions, as the discovery model assigns them."""
+"""The classes of a set of images and of their regions, as the discovery model assigns them.
+
+One type for every way a set gets classified: the training set (:meth:`~anomalib_ncd.AnomalyNCD.discover`,
+``DefectDiscovery.classification_``), new images (``classify_images``, ``DefectDiscovery.classify``)
+and a continual batch; the tables and the report read it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,7 +22,9 @@ class ImageClassification:
         classes: ``(I,)`` class index of each image.
         confidence: ``(I,)`` fused probability of that class.
         probabilities: ``(I, K)`` area-weighted fused class probabilities.
-        regions: every region, grouped by image (``region.image_index`` is the image's position).
+        regions: every region, grouped by image (``region.image_index`` is the image's position);
+            empty from :meth:`~anomalib_ncd.AnomalyNCD.discover` when it was not given them (the
+            model keeps their views, not the regions).
         region_probabilities: ``(R, K)`` class probabilities of each region.
         region_features: ``(R, D)`` the regions' CLS features (for embeddings in reports).
         region_descriptors: ``(R, C)`` the regions' anomaly-pooled frozen descriptors (the ``"knn"``
@@ -35,9 +42,9 @@ class ImageClassification:
     classes: np.ndarray
     confidence: np.ndarray
     probabilities: np.ndarray
-    regions: list[Region]
     region_probabilities: np.ndarray
     region_features: np.ndarray
+    regions: list[Region] = field(default_factory=list)
     region_descriptors: np.ndarray | None = None
     region_unknown_score: np.ndarray | None = None
     region_is_unknown: np.ndarray | None = None
@@ -60,7 +67,7 @@ class ImageClassification:
         Returns:
             ``(region scores, region decisions, image scores, image decisions)``.
         """
-        n_regions, n_images = len(self.regions), len(self.classes)
+        n_regions, n_images = len(self.region_probabilities), len(self.classes)
         return (
             _or(self.region_unknown_score, np.full(n_regions, np.nan, dtype=np.float32)),
             _or(self.region_is_unknown, np.zeros(n_regions, dtype=bool)),

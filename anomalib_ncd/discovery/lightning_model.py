@@ -132,38 +132,6 @@ class TrainingSettings:
     init_prototypes: bool = True
 
 
-@dataclass
-class DiscoveryResult:
-    """Classes of the regions the model was trained on, and of their images.
-
-    Attributes:
-        region_probabilities: ``(R, K)`` class probabilities of each region (best head).
-        region_classes: ``(R,)`` argmax class of each region.
-        image_probabilities: ``(I, K)`` area-weighted fused probabilities of each image.
-        image_classes: ``(I,)`` class of each image.
-        image_confidence: ``(I,)`` fused probability of that class.
-        features: ``(R, D)`` CLS features of each region's plain view.
-        head: index of the head used.
-        region_unknown_score: ``(R,)`` unknown score of each region (:mod:`~anomalib_ncd.discovery.novelty`;
-            ``NaN`` for whole-image regions).
-        region_is_unknown: ``(R,)`` whether each region fits no class.
-        image_unknown_score: ``(I,)`` fused unknown score of each image (``NaN`` where nothing was found).
-        image_is_unknown: ``(I,)`` whether each image fits no class.
-    """
-
-    region_probabilities: np.ndarray
-    region_classes: np.ndarray
-    image_probabilities: np.ndarray
-    image_classes: np.ndarray
-    image_confidence: np.ndarray
-    features: np.ndarray
-    head: int
-    region_unknown_score: np.ndarray | None = None
-    region_is_unknown: np.ndarray | None = None
-    image_unknown_score: np.ndarray | None = None
-    image_is_unknown: np.ndarray | None = None
-
-
 def _is_vit(name: str) -> bool:
     """True for timm models built by timm's ``vision_transformer`` module (CLS-token ViTs)."""
     from timm.models import get_arch_name
@@ -966,14 +934,16 @@ class AnomalyNCD(AnomalibModule):
         return self._cached_descriptors(self.n_unlabeled).numpy()
 
     @torch.no_grad()
-    def discover(self, n_images: int | None = None) -> DiscoveryResult:
+    def discover(self, n_images: int | None = None, regions: Sequence[Region] = ()) -> ImageClassification:
         """Classes of the unlabeled regions the model was prepared with, and of their images.
 
         Args:
             n_images: number of images (default: one more than the largest image index).
+            regions: the prepared regions, to keep in the result (its ``regions``; the model holds
+                their views only).
 
         Returns:
-            Region and image classes with confidences.
+            Region and image classes with confidences and unknown verdicts (the best head's).
         """
         features = self._plain_features(unlabeled_only=True)
         assert self.cache is not None
@@ -983,26 +953,26 @@ class AnomalyNCD(AnomalibModule):
         probabilities = self._probabilities(
             features, self.cache.whole_image[:end], self.cache.scores[:end], soft, anomalous
         )
-        head = int(self.best_head)
         image_index = self.cache.image_index[: self.n_unlabeled].numpy()
         areas = self.cache.areas[: self.n_unlabeled].numpy()
         n_images = int(image_index.max()) + 1 if n_images is None else n_images
         fused = fuse_regions(probabilities, areas, image_index, n_images, self.fusion_temperature)
         whole_image = self._no_anomaly()[: self.n_unlabeled]
-        descriptors = self._cached_descriptors(self.n_unlabeled) if self.novelty_settings.score == "knn" else None
-        verdict = self._verdict(features, whole_image, areas, image_index, n_images, descriptors, in_bank=True)
-        return DiscoveryResult(
+        descriptors = self._cached_descriptors(self.n_unlabeled)
+        knn = descriptors if self.novelty_settings.score == "knn" else None
+        verdict = self._verdict(features, whole_image, areas, image_index, n_images, knn, in_bank=True)
+        return ImageClassification(
+            classes=fused.argmax(1),
+            confidence=fused.max(1),
+            probabilities=fused,
             region_probabilities=probabilities,
-            region_classes=probabilities.argmax(1),
-            image_probabilities=fused,
-            image_classes=fused.argmax(1),
-            image_confidence=fused.max(1),
-            features=features.numpy(),
-            head=head,
+            region_features=features.numpy(),
+            regions=list(regions),
+            region_descriptors=descriptors.numpy(),
             region_unknown_score=verdict.region_scores,
             region_is_unknown=verdict.region_unknown,
-            image_unknown_score=verdict.image_scores,
-            image_is_unknown=verdict.image_unknown,
+            unknown_score=verdict.image_scores,
+            is_unknown=verdict.image_unknown,
         )
 
     def _probabilities(

@@ -260,20 +260,7 @@ class DefectDiscovery:
         )
         # training calibrates at its end; again here for a resumed fit that had no epoch left to run
         self.model_.calibrate_novelty()
-        found = self.model_.discover(n_images=len(regions.map_set))
-        self.classification_ = ImageClassification(
-            classes=found.image_classes,
-            confidence=found.image_confidence,
-            probabilities=found.image_probabilities,
-            regions=list(regions),
-            region_probabilities=found.region_probabilities,
-            region_features=found.features,
-            region_descriptors=self.model_.region_descriptors(),
-            region_unknown_score=found.region_unknown_score,
-            region_is_unknown=found.region_is_unknown,
-            unknown_score=found.image_unknown_score,
-            is_unknown=found.image_is_unknown,
-        )
+        self.classification_ = self.model_.discover(n_images=len(regions.map_set), regions=list(regions))
         self.assignments_ = assignments_table(regions.map_set, self.classification_, self.model_.class_names)
         return self
 

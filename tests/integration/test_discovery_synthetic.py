@@ -81,22 +81,22 @@ def test_regions_cover_every_test_image(discovery):
     assert {region.image_index for region in regions} == set(range(len(test)))
     whole = [region.whole_image for region in regions]
     assert sum(whole) == int(test["is_normal"].sum()) == 4
-    assert result.image_probabilities.shape == (len(test), n_classes)
+    assert result.probabilities.shape == (len(test), n_classes)
     assert result.region_probabilities.shape == (len(regions), n_classes)
 
 
 def test_normal_images_are_normal(discovery):
     test, _, model, result, _ = discovery
     normal = test["is_normal"].to_numpy()
-    assert (result.image_classes[normal] == model.normal_index).all()
+    assert (result.classes[normal] == model.normal_index).all()
 
 
 def test_discovered_classes_follow_the_defect_types(discovery):
     test, _, _, result, n_classes = discovery
     truth = test["defect_type"].tolist()
-    report = clustering_report(truth, result.image_classes)
+    report = clustering_report(truth, result.classes)
     rng = np.random.default_rng(0)
-    shuffled = [clustering_report(truth, rng.permutation(result.image_classes)) for _ in range(100)]
+    shuffled = [clustering_report(truth, rng.permutation(result.classes)) for _ in range(100)]
     chance_f1 = float(np.mean([r.f1 for r in shuffled]))
     chance_nmi = float(np.mean([r.nmi for r in shuffled]))
     print(f"discovery vs defect types: {report}; shuffled: F1 {chance_f1:.3f} / NMI {chance_nmi:.3f}")
@@ -107,4 +107,4 @@ def test_discovered_classes_follow_the_defect_types(discovery):
     assert report.f1 > chance_f1 + 0.15
     assert report.nmi > chance_nmi + 0.3
     # more than one defect type is found: not everything in one cluster besides the normal one
-    assert len(set(result.image_classes[~test["is_normal"].to_numpy()].tolist())) >= 3
+    assert len(set(result.classes[~test["is_normal"].to_numpy()].tolist())) >= 3

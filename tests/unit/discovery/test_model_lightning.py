@@ -13,7 +13,8 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 
 import anomalib_ncd
 from anomalib_ncd.discovery.batch import DiscoveryBatch
-from anomalib_ncd.discovery.lightning_model import AnomalyNCD, DiscoveryResult
+from anomalib_ncd.discovery.classification import ImageClassification
+from anomalib_ncd.discovery.lightning_model import AnomalyNCD
 from anomalib_ncd.maps.map_set import AnomalyMapSet
 from anomalib_ncd.regions.crops import Region
 from anomalib_ncd.regions.extract import extract_regions
@@ -184,20 +185,20 @@ def test_training_changes_the_tail_and_heads_only(trained):
 
 def test_discover_shapes_and_consistency(trained, regions):
     model, result, _ = trained
-    assert isinstance(result, DiscoveryResult)
+    assert isinstance(result, ImageClassification)
     n_regions, n_images = len(regions), 6
     assert result.region_probabilities.shape == (n_regions, N_NOVEL)
     np.testing.assert_allclose(result.region_probabilities.sum(1), 1.0, rtol=1e-5)
     assert (result.region_probabilities >= 0).all()
     np.testing.assert_array_equal(result.region_classes, result.region_probabilities.argmax(1))
-    assert result.image_probabilities.shape == (n_images, N_NOVEL)
-    np.testing.assert_allclose(result.image_probabilities.sum(1), 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(result.image_classes, result.image_probabilities.argmax(1))
-    np.testing.assert_allclose(result.image_confidence, result.image_probabilities.max(1))
-    assert result.features.shape == (n_regions, model.network.out_dim)
-    assert np.isfinite(result.features).all()
-    assert 0 <= result.head < N_HEADS
-    assert result.head == int(model.best_head)
+    assert result.probabilities.shape == (n_images, N_NOVEL)
+    np.testing.assert_allclose(result.probabilities.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(result.classes, result.probabilities.argmax(1))
+    np.testing.assert_allclose(result.confidence, result.probabilities.max(1))
+    assert result.region_features.shape == (n_regions, model.network.out_dim)
+    assert np.isfinite(result.region_features).all()
+    assert 0 <= int(model.best_head) < N_HEADS
+    assert result.region_descriptors is not None and len(result.region_descriptors) == n_regions
     # more images than regions refer to: those are reported as missing
     with pytest.raises(ValueError, match="without any region"):
         model.discover(n_images=n_images + 1)
@@ -209,8 +210,8 @@ def test_nothing_found_means_normal(trained, regions):
     whole = np.array([region.whole_image for region in regions])
     assert whole.sum() == 2
     np.testing.assert_array_equal(result.region_probabilities[whole], np.stack([normal, normal]))
-    assert result.image_classes[5] == model.normal_index
-    assert result.image_confidence[5] == pytest.approx(1.0)
+    assert result.classes[5] == model.normal_index
+    assert result.confidence[5] == pytest.approx(1.0)
     # the other regions are classified by the network, not forced
     assert not np.isin(result.region_probabilities[~whole], [0.0, 1.0]).all()
 
@@ -225,7 +226,7 @@ def test_training_is_deterministic_with_a_seed(trained, regions):
     _, result, _ = trained
     _, again = trained_result(regions, seed=0)
     np.testing.assert_array_equal(again.region_probabilities, result.region_probabilities)
-    np.testing.assert_array_equal(again.features, result.features)
+    np.testing.assert_array_equal(again.region_features, result.region_features)
 
 
 def test_training_with_known_classes():
@@ -243,7 +244,7 @@ def test_training_with_known_classes():
     assert model.n_classes == 2 + N_NOVEL
     assert model.normal_index == 2
     assert result.region_probabilities.shape == (8, 5)  # unlabeled regions only
-    assert result.image_probabilities.shape == (4, 5)
+    assert result.probabilities.shape == (4, 5)
     np.testing.assert_array_equal(result.region_probabilities[6:], np.tile(np.eye(5)[2], (2, 1)))
     labeled_probabilities = model.classify_regions(labeled)
     assert labeled_probabilities.shape == (4, 5)
@@ -448,7 +449,7 @@ def test_soft_path_regions_are_classified_by_the_model_and_pulled_to_normal_by_t
     assert weakest.argmax() == model.normal_index  # w = 0.5: normal whatever the model says
     model_only = model.classify_regions([make_region(1, "square")])[0]  # same crop, a MEBin region
     np.testing.assert_allclose(strong, model_only, atol=1e-5)  # score 0.6: w = 0
-    assert found.image_classes[4] == model.normal_index
+    assert found.classes[4] == model.normal_index
 
 
 def test_nothing_found_setting_is_saved_and_checked(tmp_path):

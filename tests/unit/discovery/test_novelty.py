@@ -184,11 +184,11 @@ def test_training_calibrates_the_thresholds_on_the_training_regions(trained):
     assert not result.region_is_unknown[whole].any()
     assert np.isnan(result.region_unknown_score[whole]).all()
     np.testing.assert_array_equal(result.region_is_unknown, result.region_unknown_score > region_threshold)
-    assert int(result.image_is_unknown.sum()) == 1  # floor(0.3 * 5) of the 5 images with a defect
-    assert not result.image_is_unknown[5]
-    assert result.image_unknown_score.shape == (6,)
+    assert int(result.is_unknown.sum()) == 1  # floor(0.3 * 5) of the 5 images with a defect
+    assert not result.is_unknown[5]
+    assert result.unknown_score.shape == (6,)
     # new regions are judged like the training ones
-    found = model._verdict(result.features, whole, np.array([r.area for r in regions]), np.arange(12) // 2, 6)
+    found = model._verdict(result.region_features, whole, np.array([r.area for r in regions]), np.arange(12) // 2, 6)
     np.testing.assert_array_equal(found.region_unknown, result.region_is_unknown)
 
 
@@ -209,7 +209,7 @@ def test_disabled_novelty_keeps_scores_and_rejects_nothing(trained):
     disabled.cache, disabled.labels, disabled.n_unlabeled = model.cache, model.labels, model.n_unlabeled
     result = disabled.discover()
     assert not result.region_is_unknown.any()
-    assert not result.image_is_unknown.any()
+    assert not result.is_unknown.any()
     np.testing.assert_allclose(result.region_unknown_score, model.discover().region_unknown_score)
 
 

@@ -141,7 +141,7 @@ def test_training_on_the_disk_cache_equals_training_in_memory(tmp_path):
         in_memory.model.state_dict().items(), on_disk.model.state_dict().items(), strict=True
     ):
         assert torch.equal(first, second), name
-    assert np.array_equal(in_memory.discover().image_classes, on_disk.discover().image_classes)
+    assert np.array_equal(in_memory.discover().classes, on_disk.discover().classes)
 
 
 def test_prepare_reuses_a_complete_cache_and_rebuilds_an_unfinished_one(tmp_path, monkeypatch):
