@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from collections.abc import Callable, Sequence
@@ -336,7 +337,7 @@ class AnomalyNCD(AnomalibModule):
         self.labels: torch.Tensor | None = None
         self.n_unlabeled = 0
         self._views_of_datamodule: Path | None = None  # the views prepare_from_datamodule cached
-        self._tested: list[tuple[list[str], torch.Tensor]] = []  # image paths and classes of a test
+        self._tested: list[tuple[list[str], list[int]]] = []  # image paths and classes of a test
 
     @property
     def network(self) -> DiscoveryNetwork:
@@ -514,6 +515,9 @@ class AnomalyNCD(AnomalibModule):
         if self._views_of_datamodule is not None:
             self.cache, self.labels = None, None
             shutil.rmtree(self._views_of_datamodule, ignore_errors=True)
+            if self._views_of_datamodule.name.startswith("rank"):  # the other processes' copies may remain
+                with contextlib.suppress(OSError):
+                    self._views_of_datamodule.parent.rmdir()
             self._views_of_datamodule = None
 
     def prepare_from_datamodule(self, datamodule: AnomalibDataModule) -> None:
@@ -543,6 +547,8 @@ class AnomalyNCD(AnomalibModule):
         regions = self.cut_regions(map_set)
         check_discoverable(regions, self.n_classes - self.n_known)
         views = Path(self.trainer.default_root_dir if self._trainer is not None else ".") / "views"
+        if self._trainer is not None and self.trainer.world_size > 1:  # each process writes its own copy
+            views = views / f"rank{self.trainer.global_rank}"
         self.prepare(regions, cache_dir=views)
         self._views_of_datamodule = views
 
@@ -1199,8 +1205,8 @@ class AnomalyNCD(AnomalibModule):
         """
         del args, kwargs
         found = self.predict_step(batch, batch_idx)
-        if found.pred_class is not None:
-            self._tested.append(([str(path) for path in batch.image_path or []], found.pred_class))
+        if found.pred_class is not None and batch.image_path is not None:
+            self._tested.append(([str(path) for path in batch.image_path], found.pred_class.tolist()))
         return found
 
     def on_test_epoch_start(self) -> None:
@@ -1208,18 +1214,25 @@ class AnomalyNCD(AnomalibModule):
         self._tested = []
 
     def on_test_epoch_end(self) -> None:
-        """Log image NMI / ARI / matched accuracy against the datamodule's defect types, where it has them."""
+        """Log image NMI / ARI / matched accuracy against the datamodule's defect types, where it has them.
+
+        Under DDP the processes' shares are gathered first: every process logs the metrics of all images.
+        """
         from anomalib_ncd.evaluation.clustering import clustering_report
 
         datamodule = self._datamodule()
         truth = defect_types_of(datamodule) if datamodule is not None else {}
-        paths = [path for batch_paths, _ in self._tested for path in batch_paths]
-        classes = [int(c) for _, batch_classes in self._tested for c in batch_classes]
+        tested = {path: int(c) for paths, classes in self._tested for path, c in zip(paths, classes, strict=True)}
         self._tested = []
-        if not truth or len(paths) != len(classes) or any(path not in truth for path in paths):
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # each process tested its share (the sampler repeats a few images to even them out)
+            shares: list[dict[str, int]] = [{} for _ in range(self.trainer.world_size)]
+            torch.distributed.all_gather_object(shares, tested)
+            tested = {path: c for share in shares for path, c in share.items()}
+        if not truth or not tested or any(path not in truth for path in tested):
             return
-        report = clustering_report([truth[path] for path in paths], classes)
-        self.log_dict({"image_NMI": report.nmi, "image_ARI": report.ari, "image_F1": report.f1})
+        report = clustering_report([truth[path] for path in tested], list(tested.values()))
+        self.log_dict({"image_NMI": report.nmi, "image_ARI": report.ari, "image_F1": report.f1}, sync_dist=True)
 
     def _required_detector(self) -> AnomalibModule:
         detector = self.detector

@@ -498,3 +498,41 @@ def test_anomalib_export_runs_in_anomalibs_torch_inferencer(
         c = expected[str(image)]
         assert explanation.removeprefix("unknown, nearest ").startswith(f"{names[c]} (class {c}, confidence ")
         assert bool(found.pred_label[0]) == (c != model.normal_index)
+
+
+def test_anomalib_train_of_the_discovery_model_on_two_processes(mvtec_cli_run: MVTecCliRun) -> None:
+    """``--trainer.devices 2 --trainer.strategy ddp``: anomalib's CLI runs again in the second process.
+
+    Each process maps the test split and caches its own views (removed after the fit); the test's
+    metrics are those of every image, the processes' shares gathered.
+    """
+    import re
+
+    if not mvtec_cli_run.checkpoint.is_file():
+        pytest.fail(f"no detector checkpoint: {mvtec_cli_run.result.stderr[-2000:]}")
+    result = _run_anomalib(
+        [
+            "train",
+            *NCD_ARGS,
+            f"--model.detector={mvtec_cli_run.checkpoint}",
+            *MVTEC_DATA_ARGS,
+            "--trainer.max_epochs=3",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+            "--trainer.enable_progress_bar=false",
+            "--default_root_dir=results_ddp",
+        ],
+        mvtec_cli_run.workdir,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "Starting with 2 processes" in output
+    nmi = re.search(r"image_NMI\s*│\s*([0-9.]+)", output)
+    assert nmi is not None and float(nmi.group(1)) > 0.5, output[-3000:]
+    results = mvtec_cli_run.workdir / "results_ddp"
+    # anomalib 2.7 makes a version folder in each process and links `latest` to the last one made:
+    # the checkpoint is in the first process's folder
+    checkpoints = list(results.rglob("model.ckpt"))
+    assert len(checkpoints) == 1 and checkpoints[0].parent.parent.parent.name == "v0", checkpoints
+    assert not list(results.rglob("views"))
