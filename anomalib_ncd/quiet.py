@@ -12,6 +12,7 @@ Only what is known to be harmless is hidden: other warnings and every error stil
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 
@@ -42,6 +43,8 @@ HARMLESS_WARNINGS = (
 )
 
 _state = {"verbose": True}
+OUTPUT_ENV = "ANOMALIB_NCD_QUIET"
+"""Set by :func:`configure_output` for the processes Lightning starts (DDP): they inherit the setting."""
 
 
 class _HarmlessMessages(logging.Filter):
@@ -65,6 +68,7 @@ def configure_output(verbose: bool) -> None:
         verbose: keep the libraries' status lines, model summaries and harmless warnings.
     """
     _state["verbose"] = verbose
+    os.environ[OUTPUT_ENV] = "0" if verbose else "1"
     _import_lightning()
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
@@ -94,3 +98,9 @@ def _import_lightning() -> None:
 def is_verbose() -> bool:
     """Whether library status output (e.g. Lightning's model summary) should be shown."""
     return _state["verbose"]
+
+
+def follow_parent_output() -> None:
+    """In a process Lightning started (a DDP worker), be as quiet as the command that started it."""
+    if os.environ.get(OUTPUT_ENV) == "1" and _state["verbose"]:
+        configure_output(verbose=False)

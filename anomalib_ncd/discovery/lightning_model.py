@@ -65,6 +65,7 @@ from anomalib_ncd.discovery.views import ViewMaker, ViewSettings
 from anomalib_ncd.maps.from_anomalib import raw_anomaly_maps, raw_maps_of
 from anomalib_ncd.priors.settings import ObjectPriorSettings
 from anomalib_ncd.progress import progress_bar
+from anomalib_ncd.quiet import follow_parent_output
 from anomalib_ncd.regions.crops import CropSettings, Region
 from anomalib_ncd.regions.extract import (
     RegionSet,
@@ -485,6 +486,7 @@ class AnomalyNCD(AnomalibModule):
             stage: Lightning's stage (``fit``, ``predict``...).
         """
         super().setup(stage)
+        follow_parent_output()  # a DDP worker process: quiet when its command is
         if stage != "fit" or self._trainer is None:
             return
         loop = self.trainer.fit_loop

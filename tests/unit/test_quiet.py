@@ -62,3 +62,27 @@ def test_verbose_output_shows_everything():
 )
 def test_the_verbose_flag_is_taken_out_of_the_command_line(arguments, expected):
     assert _verbose_flag(arguments) == expected
+
+
+def test_processes_started_by_a_quiet_command_are_quiet_too():
+    """A DDP worker inherits the environment: ``follow_parent_output`` (the model's setup) makes it quiet."""
+    import os
+
+    script = (
+        "from anomalib_ncd.quiet import configure_output, follow_parent_output, is_verbose, OUTPUT_ENV\n"
+        "import os\n"
+        "follow_parent_output(); print(is_verbose())\n"
+        "configure_output(True); print(os.environ[OUTPUT_ENV])\n"
+    )
+    quiet = os.environ | {"ANOMALIB_NCD_QUIET": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True, env=quiet
+    )
+    assert completed.stdout.split() == ["False", "0"]
+    loud = os.environ | {"ANOMALIB_NCD_QUIET": "0"}
+    completed = subprocess.run(
+        [sys.executable, "-c", "from anomalib_ncd.quiet import follow_parent_output, is_verbose\n"
+         "follow_parent_output(); print(is_verbose())"],
+        capture_output=True, text=True, timeout=300, check=True, env=loud,
+    )  # fmt: skip
+    assert completed.stdout.split() == ["True"]
