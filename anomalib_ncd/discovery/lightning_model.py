@@ -88,11 +88,11 @@ if TYPE_CHECKING:
     from anomalib_ncd.maps.map_set import AnomalyMapSet
     from anomalib_ncd.priors import ObjectPrior
 
-LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
+LIGHTNING_DEFAULT_MAX_EPOCHS = 1000  # what Trainer runs when neither max_epochs nor max_steps is given
 TORCH_EXPORT_ONLY = (
     "AnomalyNCD exports to torch only (--export_type torch): MEBin and the region crops between "
     "the detector and the network run in numpy, outside an ONNX graph"
-)  # what Trainer runs when neither max_epochs nor max_steps is given
+)
 
 logger = logging.getLogger(__name__)
 
@@ -537,13 +537,9 @@ class AnomalyNCD(AnomalibModule):
             NothingToDiscoverError: when the detector finds no anomaly, or fewer anomalous regions
                 than classes to discover.
         """
-        detector = self.detector
-        if detector is None:
-            msg = (
-                "training AnomalyNCD on an anomalib datamodule needs the detector that maps its images: "
-                "--model.detector <anomalib checkpoint> (Python: AnomalyNCD(detector=...))"
-            )
-            raise ValueError(msg)
+        detector = self._required_detector(
+            "training AnomalyNCD on an anomalib datamodule needs the detector that maps its images"
+        )
         device = self.trainer.strategy.root_device if self._trainer is not None else None
         map_set = raw_maps_of(detector, datamodule.test_dataloader(), device)
         regions = self.cut_regions(map_set)
@@ -1236,11 +1232,14 @@ class AnomalyNCD(AnomalibModule):
         report = clustering_report([truth[path] for path in tested], list(tested.values()))
         self.log_dict({"image_NMI": report.nmi, "image_ARI": report.ari, "image_F1": report.f1}, sync_dist=True)
 
-    def _required_detector(self) -> AnomalibModule:
+    def _required_detector(
+        self, need: str = "classifying images needs the detector's raw anomaly maps (batch.anomaly_map) or a detector"
+    ) -> AnomalibModule:
+        """The detector, or an error that says what needs it and how to give one."""
         detector = self.detector
         if detector is None:
             msg = (
-                "classifying images needs the detector's raw anomaly maps (batch.anomaly_map) or a detector: "
+                f"{need}: --model.detector <anomalib checkpoint> on anomalib's CLI; in Python "
                 "AnomalyNCD(detector=<checkpoint>), or model.detector = <anomalib model>"
             )
             raise ValueError(msg)

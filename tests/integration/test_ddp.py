@@ -15,11 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomalib_ncd.backbones.offline_weights import WeightsNotFoundError, ensure_backbone
+from tests.integration.test_anomalib_cli import BACKBONE, skip_without_weights
 
 pytestmark = pytest.mark.integration
-
-BACKBONE = "mobilenetv2_100.tv_in1k"
 
 
 def _fit(regions: list, devices: int, folder: Path):
@@ -48,10 +46,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from anomalib_ncd.data.synthetic import generate_synthetic_dataset
     from anomalib_ncd.regions.extract import ground_truth_regions
 
-    try:
-        ensure_backbone(BACKBONE)
-    except WeightsNotFoundError as error:
-        pytest.skip(f"offline ImageNet MobileNetV2 weights not installed: {error}")
+    skip_without_weights()
     root = tmp_path_factory.mktemp("ddp")
     table = generate_synthetic_dataset(
         root / "data", "brick", image_size=96, n_train_good=1, n_test_good=4, n_per_type=8, seed=0

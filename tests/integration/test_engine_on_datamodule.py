@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomalib_ncd.backbones.offline_weights import WeightsNotFoundError, ensure_backbone
+from tests.integration.test_anomalib_cli import BACKBONE, skip_without_weights
 
 pytestmark = pytest.mark.integration
 
-BACKBONE = "mobilenetv2_100.tv_in1k"
 CATEGORY = "brick"
 EPOCHS = 3
 
@@ -38,10 +37,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from anomalib_ncd.detector import make_patchcore, train_detector
     from anomalib_ncd.discovery.lightning_model import AnomalyNCD
 
-    try:
-        ensure_backbone(BACKBONE)
-    except WeightsNotFoundError as error:
-        pytest.skip(f"offline ImageNet MobileNetV2 weights not installed: {error}")
+    skip_without_weights()
     root = tmp_path_factory.mktemp("engine_on_datamodule")
     datamodule = _datamodule(root / "data")
     detector_engine = train_detector(
